@@ -1,0 +1,1 @@
+"""edgepbx appliance package."""

@@ -1,0 +1,1 @@
+"""edgepbx SIP/RTP core."""
