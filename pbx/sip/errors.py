@@ -9,6 +9,11 @@ that no reply can be addressed). A mistake in our own use of the stack is a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pbx.sip.message import Headers
+
 
 class SipError(Exception):
     """Base of every error raised by :mod:`pbx.sip`."""
@@ -19,12 +24,17 @@ class RemoteProtocolError(SipError):
 
     ``status``: the response code to answer with, or ``None`` to drop the message.
     ``reason``: a short human reason, safe to put into a reason phrase.
+    ``headers``: the header lines of the offending request, when it is to be answered, so a
+    stateless answer can copy Via, From, To, Call-ID and CSeq from them.
     """
 
-    def __init__(self, reason: str, status: int | None = 400) -> None:
+    def __init__(
+        self, reason: str, status: int | None = 400, headers: Headers | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.headers = headers
 
     @property
     def drop(self) -> bool:
@@ -38,8 +48,10 @@ class ParseError(RemoteProtocolError):
 class MessageTooLarge(ParseError):
     """The message exceeds the configured size or header-count limit."""
 
-    def __init__(self, reason: str, status: int | None = 513) -> None:
-        super().__init__(reason, status)
+    def __init__(
+        self, reason: str, status: int | None = 513, headers: Headers | None = None
+    ) -> None:
+        super().__init__(reason, status, headers)
 
 
 class LocalProtocolError(SipError):

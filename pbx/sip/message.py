@@ -8,6 +8,7 @@ to a transaction can never change under it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Self, TypeVar, overload
@@ -17,6 +18,7 @@ from pbx.sip.errors import LocalProtocolError, ParseError
 from pbx.sip.uri import SipUri, Uri
 
 SIP_VERSION = "SIP/2.0"
+_HAS_TAG = re.compile(r";\s*tag\s*=", re.IGNORECASE)
 MAX_FORWARDS_LIMIT = 255
 MAX_EXPIRES = 2**32 - 1
 
@@ -366,12 +368,28 @@ def make_response(
     copied, a To tag is added when given and absent. ``extra`` headers are appended."""
     if request.method == "ACK":
         raise LocalProtocolError("ACK is never answered")
+    return response_from_headers(
+        request.headers, status, reason, to_tag=to_tag, extra=extra, body=body
+    )
+
+
+def response_from_headers(
+    headers: Headers,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    extra: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+) -> Response:
+    """:func:`make_response` from a request's raw header lines: also answers requests too broken
+    to parse fully (a 400 copies the lines as they came)."""
     copied: list[tuple[str, str]] = []
-    for name, value in request.headers:
+    for name, value in headers:
         if name in ("Via", "From", "Call-ID", "CSeq"):
             copied.append((name, value))
         elif name == "To":
-            if to_tag is not None and status != 100 and request.to.tag is None:
+            if to_tag is not None and status != 100 and not _HAS_TAG.search(value):
                 value = f"{value};tag={to_tag}"
             copied.append((name, value))
         elif name == "Record-Route" and 100 < status < 300:

@@ -112,16 +112,16 @@ def _parse_start_line(line: str, headers: Headers) -> Request | Response:
         return _parse_status_line(line, headers)
     parts = line.split(" ")
     if len(parts) != 3:
-        raise ParseError(f"malformed request line {line[:60]!r}", _answerable(headers))
+        raise _request_error(f"malformed request line {line[:60]!r}", headers)
     method, uri_text, version = parts
     if not abnf.is_token(method):
         raise ParseError(f"invalid method {method[:20]!r}", None)
     if not _VERSION.fullmatch(version):
-        raise ParseError(f"malformed SIP version {version[:20]!r}", _answerable(headers))
+        raise _request_error(f"malformed SIP version {version[:20]!r}", headers)
     try:
         uri = parse_uri(uri_text)
     except ParseError as exc:
-        raise ParseError(f"invalid Request-URI: {exc.reason}", _answerable(headers)) from None
+        raise _request_error(f"invalid Request-URI: {exc.reason}", headers) from None
     return Request(headers, method=method, uri=uri, version=version.upper())
 
 
@@ -135,19 +135,22 @@ def _parse_status_line(line: str, headers: Headers) -> Response:
     return Response(headers, status=int(code), reason=reason, version=version.upper())
 
 
-def _answerable(headers: Headers) -> int | None:
-    """A broken request can only be answered when its Via (where the answer goes) is usable."""
+def _request_error(reason: str, headers: Headers) -> ParseError:
+    """A broken request is answered with 400 only when the answer can be addressed and
+    matched: a usable Via, and CSeq and Call-ID present; otherwise it is dropped."""
     try:
-        vias = [h.parse_via(v) for v in headers.values("Via")]
+        answerable = bool([h.parse_via(v) for v in headers.values("Via")])
     except ParseError:
-        return None
-    return 400 if vias else None
+        answerable = False
+    if answerable and "CSeq" in headers and "Call-ID" in headers and "From" in headers:
+        return ParseError(reason, 400, headers)
+    return ParseError(reason, None)
 
 
 def _reaction(message: Request | Response, reason: str) -> ParseError:
     if isinstance(message, Response):
         return ParseError(reason, None)
-    return ParseError(reason, _answerable(message.headers))
+    return _request_error(reason, message.headers)
 
 
 def _content_length(message: Request | Response) -> int | None:
@@ -189,7 +192,8 @@ def _validate(message: Request | Response) -> None:
     if message.version != SIP_VERSION:
         # Syntactically fine but not our version: requests get 505 (§8.2.3? §21.5.6).
         if isinstance(message, Request):
-            raise RemoteProtocolError(f"SIP version {message.version} not supported", 505)
+            reason = f"SIP version {message.version} not supported"
+            raise RemoteProtocolError(reason, 505, message.headers)
         raise ParseError(f"SIP version {message.version} not supported", None)
 
 
@@ -234,7 +238,7 @@ class StreamFramer:
             declared = _content_length(message)
         except ParseError as exc:
             self.broken = True
-            raise ParseError(exc.reason, exc.status) from None
+            raise exc from None
         if declared is None:
             # Content-Length is mandatory on streams (§20.14); without it we cannot find the
             # next message, so answer (if possible) and close.
