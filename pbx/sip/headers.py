@@ -55,7 +55,7 @@ LIST_HEADERS = frozenset(
 )  # fmt: skip
 # Headers that must appear at most once (§20 and RFC 4475 §3.3.8/§3.3.9).
 SINGLE_HEADERS = frozenset(
-    {"Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Length", "Content-Type", "Expires"}
+    {"Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Type", "Expires"}
 )
 
 

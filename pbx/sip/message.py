@@ -296,18 +296,13 @@ class Message:
         raise NotImplementedError
 
     def to_bytes(self) -> bytes:
-        """Serialize; Content-Length is always written to match the body."""
+        """Serialize. Content-Length is framing, derived from the body: any stored line is
+        ignored and the right one is written last."""
         out = [self._start_line(), "\r\n"]
-        cl_written = False
         for n, v in self.headers:
-            if n == "Content-Length":
-                if cl_written:
-                    continue
-                v = str(len(self.body))
-                cl_written = True
-            out.append(f"{n}: {v}\r\n")
-        if not cl_written:
-            out.append(f"Content-Length: {len(self.body)}\r\n")
+            if n != "Content-Length":
+                out.append(f"{n}: {v}\r\n")
+        out.append(f"Content-Length: {len(self.body)}\r\n")
         out.append("\r\n")
         return "".join(out).encode("utf-8", "surrogateescape") + self.body
 

@@ -18,6 +18,9 @@ from pbx.sip.message import SIP_VERSION, Headers, Request, Response
 from pbx.sip.uri import parse_uri
 
 _FOLD = re.compile(r"\r?\n[ \t]+")
+_LINE_END = re.compile(r"\r?\n")
+# Octets that may not appear in a header line (§25.1: TEXT-UTF8 and LWS only; HTAB allowed).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\r(?!\n)")
 _VERSION = re.compile(r"[Ss][Ii][Pp]/\d+\.\d+")
 _CANONICAL = h.CANONICAL_NAMES
 
@@ -46,8 +49,8 @@ def parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Request | Response:
     if head_end < 0:
         # A datagram without the empty line: tolerate a message of headers only.
         head_end = body_start = len(data)
-    message = _parse_head(data[:head_end], limits)
-    declared = _content_length(message)
+    message, length_lines = _parse_head(data[:head_end], limits)
+    declared = _content_length(message, length_lines)
     available = len(data) - body_start
     if declared is None:
         body = data[body_start:]
@@ -76,20 +79,30 @@ def _find_head_end(data: bytes) -> tuple[int, int]:
     return -1, -1
 
 
-def _parse_head(head: bytes, limits: Limits) -> Request | Response:
+def _parse_head(head: bytes, limits: Limits) -> tuple[Request | Response, list[str]]:
+    """Parse the start line and header lines. Content-Length lines are returned apart: they
+    frame the message and are not kept among its headers (serializing derives them)."""
     # Leading CRLFs before a message are allowed and ignored (§7.5).
     text = head.decode("utf-8", "surrogateescape").lstrip("\r\n")
     if "\n " in text or "\n\t" in text:
         text = _FOLD.sub(" ", text)
-    lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
+    if text.count("\n") == text.count("\r\n"):
+        lines = text.split("\r\n")
+    else:
+        lines = _LINE_END.split(text)  # bare LF line ends (tolerated, §7 says CRLF)
+    controls = _CONTROL.search(text) is not None
     if len(lines) - 1 > limits.max_headers:
         raise MessageTooLarge(f"more than {limits.max_headers} header lines", 400)
     start = lines[0]
     items: list[tuple[str, str]] = []
+    length_lines: list[str] = []
     bad_header: str | None = None
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         name = name.rstrip(" \t")
+        if controls and _CONTROL.search(line):
+            bad_header = bad_header or f"control character in header line {line[:40]!r}"
+            continue
         canonical = _CANONICAL.get(name.lower())
         if canonical is None:
             if not colon or not abnf.is_token(name):
@@ -99,12 +112,15 @@ def _parse_head(head: bytes, limits: Limits) -> Request | Response:
         elif not colon:
             bad_header = bad_header or f"malformed header line {line[:40]!r}"
             continue
-        items.append((canonical, value.strip(" \t\r")))
+        if canonical == "Content-Length":
+            length_lines.append(value.strip(" \t"))
+        else:
+            items.append((canonical, value.strip(" \t")))
     headers = Headers._trusted(tuple(items))
     message = _parse_start_line(start, headers)
     if bad_header is not None:
         raise _reaction(message, bad_header)
-    return message
+    return message, length_lines
 
 
 def _parse_start_line(line: str, headers: Headers) -> Request | Response:
@@ -153,8 +169,7 @@ def _reaction(message: Request | Response, reason: str) -> ParseError:
     return _request_error(reason, message.headers)
 
 
-def _content_length(message: Request | Response) -> int | None:
-    lines = message.headers.lines("Content-Length")
+def _content_length(message: Request | Response, lines: list[str]) -> int | None:
     if not lines:
         return None
     if len(lines) > 1:
@@ -234,8 +249,8 @@ class StreamFramer:
                 raise MessageTooLarge("header block exceeds the message limit", None)
             return None
         try:
-            message = _parse_head(bytes(buf[:head_end]), self._limits)
-            declared = _content_length(message)
+            message, length_lines = _parse_head(bytes(buf[:head_end]), self._limits)
+            declared = _content_length(message, length_lines)
         except ParseError as exc:
             self.broken = True
             raise exc from None
