@@ -35,7 +35,7 @@ test: deb deps lint
 	$(PY) -m pytest -q -ra
 
 bench: deb deps
-	$(PY) -m pytest -q -s -p no:randomly tests/perf -m 'not slow or slow' --timeout 1800
+	$(PY) -m pytest -q -s tests/perf -m bench --timeout 3600
 
 fuzz: deps
 	EDGEPBX_FUZZ_SECONDS=$${EDGEPBX_FUZZ_SECONDS:-600} $(PY) -m pytest -q -s tests/sip/test_fuzz.py -m 'slow or not slow'
