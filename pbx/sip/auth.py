@@ -107,7 +107,10 @@ SUPPORTED_ALGORITHMS: tuple[str, ...] = tuple(
 
 def _split_algorithm(algorithm: str | None) -> tuple[str, bool] | None:
     """``"sha-256-SESS"`` -> ``("SHA-256", True)``; absent means MD5 (RFC 7616 §3.3)."""
-    name = (algorithm or "MD5").upper()
+    name = algorithm or "MD5"
+    if not name.isascii():
+        return None  # str.upper() folds some non-ASCII letters into ASCII ones
+    name = name.upper()
     sess = name.endswith("-SESS")
     if sess:
         name = name[: -len("-SESS")]
@@ -122,7 +125,8 @@ def _canonical(algorithm: str) -> str:
 
 
 def _h(hash_name: str, data: str | bytes) -> str:
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+    # surrogatepass: never fail on a str; parsed values hold no surrogates anyway.
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     return hashlib.new(_HASHES[hash_name], raw).hexdigest()
 
 
@@ -246,6 +250,9 @@ class _Scanner:
                     raise ParseError("non-ASCII character escaped in quoted string")
                 out.append(escaped)
                 self.pos += 1
+            elif 0xD800 <= ord(c) <= 0xDFFF:
+                # A surrogate is how the message parser carries bytes that are not UTF-8.
+                raise ParseError("invalid UTF-8 in quoted string")
             elif c in _WSP or (0x21 <= ord(c) <= 0x7E) or ord(c) > 0x7F:
                 out.append(c)
             else:
@@ -671,7 +678,7 @@ class DigestServer:
             body=body,
         )
         matches = hmac.compare_digest(
-            expected.encode("ascii"), creds.response.lower().encode("utf-8")
+            expected.encode("ascii"), creds.response.lower().encode("utf-8", "surrogatepass")
         )
         if not matches or known is None:
             return AuthResult(AuthStatus.BAD, reason="wrong credentials")
@@ -737,10 +744,12 @@ class DigestServer:
             del self._seen[oldest]
         if len(self._seen) < self.max_nonces:
             return
-        # Full: sweep every expired entry, then if still full forget the oldest live ones.
+        # Full: sweep every expired entry, then if still full forget the oldest live ones,
+        # down to 90% so that the O(n) sweep is not paid again on every insert under load.
         for nonce in [n for n, (ms, _) in self._seen.items() if self._expired(ms, now)]:
             del self._seen[nonce]
-        while len(self._seen) >= self.max_nonces:
+        target = self.max_nonces - max(1, self.max_nonces // 10)
+        while len(self._seen) > target:
             nonce = next(iter(self._seen))
             self._forgotten_ms = max(self._forgotten_ms, self._seen.pop(nonce)[0])
 
