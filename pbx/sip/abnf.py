@@ -131,26 +131,43 @@ def find_quoted_end(text: str, start: int) -> int:
     raise ParseError("unterminated quoted string")
 
 
+_SPLIT_SPECIALS = re.compile(r'["<>\\]|,|;')
+
+
 def split_outside_quotes(text: str, sep: str) -> list[str]:
-    """Split on ``sep`` where it is outside quoted strings and outside ``<...>``."""
+    """Split on ``sep`` (``,`` or ``;``) where it is outside quoted strings and ``<...>``.
+
+    Jumps from one special character to the next with a regex instead of walking every
+    character: values are long, specials are few.
+    """
     if '"' not in text and "<" not in text:
         return text.split(sep)
     parts: list[str] = []
     depth = 0
     begin = 0
-    i = 0
-    n = len(text)
-    while i < n:
+    in_quotes = False
+    escaped_until = -1
+    for m in _SPLIT_SPECIALS.finditer(text):
+        i = m.start()
+        if i <= escaped_until:
+            continue
         ch = text[i]
-        if ch == '"':
-            i = find_quoted_end(text, i)
+        if in_quotes:
+            if ch == "\\":
+                escaped_until = i + 1
+            elif ch == '"':
+                in_quotes = False
+        elif ch == '"':
+            in_quotes = True
         elif ch == "<":
             depth += 1
-        elif ch == ">" and depth:
-            depth -= 1
+        elif ch == ">":
+            if depth:
+                depth -= 1
         elif ch == sep and depth == 0:
             parts.append(text[begin:i])
             begin = i + 1
-        i += 1
+    if in_quotes:
+        raise ParseError("unterminated quoted string")
     parts.append(text[begin:])
     return parts

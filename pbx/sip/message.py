@@ -138,6 +138,12 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
 
+    def repeated(self) -> list[str]:
+        """Names that appear on more than one line."""
+        self._lookup("")
+        assert self._index is not None
+        return [name for name, lines in self._index.items() if len(lines) > 1]
+
     def add(self, name: str, value: str, *, first: bool = False) -> Headers:
         item = (h.canonical_name(name), value)
         return Headers._trusted((item, *self._items) if first else (*self._items, item))

@@ -20,7 +20,7 @@ from pbx.sip.uri import parse_uri
 _FOLD = re.compile(r"\r?\n[ \t]+")
 _LINE_END = re.compile(r"\r?\n")
 # Octets that may not appear in a header line (§25.1: TEXT-UTF8 and LWS only; HTAB allowed).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\r(?!\n)")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _VERSION = re.compile(r"[Ss][Ii][Pp]/\d+\.\d+")
 _CANONICAL = h.CANONICAL_NAMES
 
@@ -90,7 +90,8 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[Request | Response, list[s
         lines = text.split("\r\n")
     else:
         lines = _LINE_END.split(text)  # bare LF line ends (tolerated, §7 says CRLF)
-    controls = _CONTROL.search(text) is not None
+    # A CR that does not end a line is as bad as any other control octet.
+    controls = _CONTROL.search(text) is not None or text.count("\r") != text.count("\r\n")
     if len(lines) - 1 > limits.max_headers:
         raise MessageTooLarge(f"more than {limits.max_headers} header lines", 400)
     start = lines[0]
@@ -100,7 +101,7 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[Request | Response, list[s
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         name = name.rstrip(" \t")
-        if controls and _CONTROL.search(line):
+        if controls and (_CONTROL.search(line) or "\r" in line):
             bad_header = bad_header or f"control character in header line {line[:40]!r}"
             continue
         canonical = _CANONICAL.get(name.lower())
@@ -186,9 +187,8 @@ def _validate(message: Request | Response) -> None:
     Responses that fail are dropped; requests get 400 when there is a usable Via.
     """
     try:
-        headers = message.headers
-        for name in h.SINGLE_HEADERS:
-            if len(headers._lookup(name)) > 1:
+        for name in message.headers.repeated():
+            if name in h.SINGLE_HEADERS:
                 raise ParseError(f"more than one {name} header")
         if not message.via:
             raise ParseError("missing Via header")
