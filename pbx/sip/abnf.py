@@ -70,7 +70,14 @@ def _is_ipv6(text: str) -> bool:
     try:
         ipaddress.IPv6Address(text)
     except ValueError:
-        return False
+        # RFC 3261's ABNF (from RFC 2373) derives "::" followed by an IPv4 part as ":::";
+        # RFC 5118 §4.10 asks implementations to tolerate it.
+        if ":::" not in text:
+            return False
+        try:
+            ipaddress.IPv6Address(text.replace(":::", "::", 1))
+        except ValueError:
+            return False
     return True
 
 

@@ -15,12 +15,13 @@ from pbx.sip import abnf
 from pbx.sip import headers as h
 from pbx.sip.errors import MessageTooLarge, ParseError, RemoteProtocolError
 from pbx.sip.message import SIP_VERSION, Headers, Request, Response
-from pbx.sip.uri import parse_uri
+from pbx.sip.uri import SipUri, parse_uri
 
 _FOLD = re.compile(r"\r?\n[ \t]+")
 _LINE_END = re.compile(r"\r?\n")
 # Octets that may not appear in a header line (§25.1: TEXT-UTF8 and LWS only; HTAB allowed).
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# A quoted-pair may escape them inside a quoted string (RFC 4475 §3.1.1.2), hence the lookbehind.
+_CONTROL = re.compile(r"(?<!\\)[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _VERSION = re.compile(r"[Ss][Ii][Pp]/\d+\.\d+")
 _CANONICAL = h.CANONICAL_NAMES
 
@@ -84,6 +85,8 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[Request | Response, list[s
     frame the message and are not kept among its headers (serializing derives them)."""
     # Leading CRLFs before a message are allowed and ignored (§7.5).
     text = head.decode("utf-8", "surrogateescape").lstrip("\r\n")
+    if text.endswith("\n"):
+        text = text.rstrip("\r\n")  # a datagram whose header block lacks the empty line
     if "\n " in text or "\n\t" in text:
         text = _FOLD.sub(" ", text)
     if text.count("\n") == text.count("\r\n"):
@@ -91,7 +94,7 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[Request | Response, list[s
     else:
         lines = _LINE_END.split(text)  # bare LF line ends (tolerated, §7 says CRLF)
     # A CR that does not end a line is as bad as any other control octet.
-    controls = _CONTROL.search(text) is not None or text.count("\r") != text.count("\r\n")
+    controls = _CONTROL.search(text) is not None or "\r" in text.replace("\r\n", "")
     if len(lines) - 1 > limits.max_headers:
         raise MessageTooLarge(f"more than {limits.max_headers} header lines", 400)
     start = lines[0]
@@ -139,6 +142,9 @@ def _parse_start_line(line: str, headers: Headers) -> Request | Response:
         uri = parse_uri(uri_text)
     except ParseError as exc:
         raise _request_error(f"invalid Request-URI: {exc.reason}", headers) from None
+    if isinstance(uri, SipUri) and uri.headers:
+        # §19.1.1 (table): URI headers are not allowed in a Request-URI (RFC 4475 §3.1.2.11).
+        raise _request_error("headers are not allowed in the Request-URI", headers)
     return Request(headers, method=method, uri=uri, version=version.upper())
 
 
@@ -153,13 +159,10 @@ def _parse_status_line(line: str, headers: Headers) -> Response:
 
 
 def _request_error(reason: str, headers: Headers) -> ParseError:
-    """A broken request is answered with 400 only when the answer can be addressed and
-    matched: a usable Via, and CSeq and Call-ID present; otherwise it is dropped."""
-    try:
-        answerable = bool([h.parse_via(v) for v in headers.values("Via")])
-    except ParseError:
-        answerable = False
-    if answerable and "CSeq" in headers and "Call-ID" in headers and "From" in headers:
+    """A broken request is answered with 400 when the sender can match the answer to its
+    request: it needs a Via (its branch) and a CSeq (its method) to copy; the answer goes back
+    to the source address. Without them it is dropped."""
+    if "Via" in headers and "CSeq" in headers:
         return ParseError(reason, 400, headers)
     return ParseError(reason, None)
 

@@ -26,7 +26,18 @@ class Capabilities:
     """What this element supports; advertised in OPTIONS answers and checked on requests."""
 
     methods: frozenset[str] = frozenset(
-        {"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "INFO", "UPDATE", "REFER"}
+        {
+            "INVITE",
+            "ACK",
+            "CANCEL",
+            "BYE",
+            "OPTIONS",
+            "REGISTER",
+            "INFO",
+            "UPDATE",
+            "REFER",
+            "MESSAGE",
+        }
     )
     schemes: frozenset[str] = frozenset({"sip", "sips", "tel"})
     option_tags: frozenset[str] = frozenset({"replaces", "timer", "path", "outbound"})
@@ -65,7 +76,20 @@ def check_request(request: Request, caps: Capabilities, to_tag: str) -> Response
     content = _check_content(request, caps, to_tag)
     if content is not None:
         return content
+    if method == "INVITE" and not _accepts_sdp(request):
+        # We answer every INVITE with SDP; a caller that cannot take it gets 406 (RFC 4475
+        # §3.3.15) with a Warning saying why.
+        warning = '399 edgepbx "an answer can only be given in application/sdp"'
+        return make_response(request, 406, to_tag=to_tag, extra=[("Warning", warning)])
     return None
+
+
+def _accepts_sdp(request: Request) -> bool:
+    accepted = request.headers.values("Accept")
+    if not accepted:
+        return True  # absent Accept means application/sdp (§20.1)
+    types = {a.split(";", 1)[0].strip().lower() for a in accepted}
+    return bool(types & {"application/sdp", "application/*", "*/*"})
 
 
 def _check_content(request: Request, caps: Capabilities, to_tag: str) -> Response | None:
