@@ -1,0 +1,112 @@
+"""The UDP transport (RFC 3261 §18.1.1, §18.2.1): one socket both receives and sends, so the
+source port of everything we send is the box's SIP port (NAT bindings and rport rely on it)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol, cast
+
+from pbx.sip.events import Peer, Transmit
+from pbx.transport.base import (
+    MessageSink,
+    SendFailed,
+    TransportError,
+    TransportOptions,
+    TransportStats,
+    checked_address,
+    receive_datagram,
+    report,
+    source_host,
+)
+
+log = logging.getLogger(__name__)
+
+
+class _DatagramSocket(Protocol):
+    """What the datagram transports of both asyncio and uvloop offer (typeshed's
+    ``DatagramTransport`` lacks ``get_write_buffer_size``)."""
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None: ...
+    def get_write_buffer_size(self) -> int: ...
+    def is_closing(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+class UdpTransport(asyncio.DatagramProtocol):
+    """A listening UDP socket. Build with :meth:`listen`."""
+
+    name = "UDP"
+
+    def __init__(self, sink: MessageSink, options: TransportOptions) -> None:
+        self._sink = sink
+        self._options = options
+        self._transport: _DatagramSocket | None = None
+        self._local: tuple[str, int] = ("", 0)
+        self.stats = TransportStats()
+
+    @classmethod
+    async def listen(
+        cls, sink: MessageSink, host: str, port: int, options: TransportOptions | None = None
+    ) -> UdpTransport:
+        """Bind ``host:port`` (port 0: any free port, see :attr:`local_address`)."""
+        self = cls(sink, options or TransportOptions())
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+        return self
+
+    # -------------------------------------------------------------- asyncio protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(_DatagramSocket, transport)
+        host, port = transport.get_extra_info("sockname")[:2]
+        self._local = (host, port)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | bytes | int, ...]) -> None:
+        source = Peer("UDP", source_host(str(addr[0])), int(addr[1]))
+        answer = receive_datagram(data, source, self._sink, self.stats, self._options.limits)
+        if answer is not None:
+            # A stateless error goes back where the request came from; good enough for a 400.
+            try:
+                self._sendto(answer, (source.host, source.port))
+            except TransportError as exc:
+                log.debug("%s", exc)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors and failed sends surface here without saying which datagram they were
+        # about; the transaction layer's retransmissions and timeouts cover them.
+        log.debug("UDP socket %s: %s", self._local, exc)
+
+    # ------------------------------------------------------------------ Transport API
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        return self._local
+
+    def owns(self, connection: int) -> bool:
+        return False
+
+    def send(self, transmit: Transmit) -> None:
+        try:
+            self._sendto(transmit.data, checked_address(transmit.peer))
+        except TransportError as exc:
+            self.stats.send_errors += 1
+            report(self._sink, transmit.peer, exc)
+
+    def _sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise SendFailed("the UDP socket is closed")
+        if transport.get_write_buffer_size() + len(data) > self._options.max_write_buffer:
+            # The kernel is not keeping up: lose it as the network would; SIP retransmits.
+            self.stats.dropped += 1
+            return
+        try:
+            transport.sendto(data, addr)
+        except (OSError, ValueError) as exc:  # uvloop raises what asyncio reports later
+            raise SendFailed(f"UDP send to {addr} failed: {exc}") from exc
+        self.stats.sent += 1
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
