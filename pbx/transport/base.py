@@ -204,7 +204,7 @@ def receive_datagram(
     if len(data) > limits.max_message:
         stats.dropped += 1  # too large to be ours; not worth a 513 to an unverified source
         return None
-    if not data.strip(b" \t\r\n"):
+    if not data or (data[:1].isspace() and data.isspace()):
         stats.keepalives += 1  # CRLF keep-alives are a stream thing; on UDP just ignore them
         return None
     try:

@@ -27,6 +27,7 @@ from pbx.transport.base import (
     TransportStats,
     WriteBufferFull,
     checked_address,
+    normalize_host,
     report,
     source_host,
 )
@@ -164,6 +165,7 @@ class TcpTransport:
         # Live connections by remote address; dicts keep insertion order, the newest is last.
         self._by_address: dict[tuple[str, int], dict[int, _Connection]] = {}
         self._connects: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     @classmethod
     async def listen(
@@ -176,11 +178,12 @@ class TcpTransport:
         ssl: ssl_module.SSLContext | None = None,
         client_ssl: ssl_module.SSLContext | None = None,
     ) -> TcpTransport:
-        """Listen on ``host:port`` (port 0: any free port, see :attr:`local_address`)."""
+        """Listen on ``host:port``, an IP literal (port 0: any free port, see
+        :attr:`local_address`). IPv6 sockets are IPv6 only (asyncio's default for servers)."""
         self = cls(sink, options or TransportOptions(), ssl, client_ssl)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _Connection(self, None, inbound=True), host, port, ssl=ssl
+            lambda: _Connection(self, None, inbound=True), normalize_host(host), port, ssl=ssl
         )
         host, port = self._server.sockets[0].getsockname()[:2]
         self._local = (host, port)
@@ -207,6 +210,7 @@ class TcpTransport:
             report(self._sink, transmit.peer, exc)
 
     async def close(self) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for task in self._connects:
@@ -236,6 +240,8 @@ class TcpTransport:
         return self._open(address)
 
     def _open(self, address: tuple[str, int]) -> _Connection:
+        if self._closing:
+            raise ConnectionClosed("the transport is closed")
         if len(self._connections) >= self.options.max_connections:
             raise ConnectionLimit(f"{len(self._connections)} connections already open")
         conn = _Connection(self, address, inbound=False)
@@ -286,14 +292,20 @@ class TcpTransport:
     def _connection_made(self, conn: _Connection, transport: asyncio.Transport) -> None:
         loop = asyncio.get_running_loop()
         conn.transport = transport
+        if self._closing or conn.state is _State.CLOSED:
+            # Connected while the transport was closing, or after the attempt was given up.
+            conn.state = _State.CLOSED
+            transport.abort()
+            return
         if conn.inbound:
-            if len(self._connections) >= self.options.max_connections:
-                self.stats.connections_rejected += 1
+            peername = transport.get_extra_info("peername")
+            full = len(self._connections) >= self.options.max_connections
+            if peername is None or full:  # no peer name: it is already gone
+                self.stats.connections_rejected += 1 if full else 0
                 conn.state = _State.CLOSED
                 transport.abort()
                 return
-            host, port = transport.get_extra_info("peername")[:2]
-            conn.remote = (source_host(host), port)
+            conn.remote = (source_host(peername[0]), peername[1])
             self._remember(conn, conn.remote)
             self.stats.connections_accepted += 1
             timeout = self.options.inbound_idle_timeout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Protocol, cast
 
 from pbx.sip.events import Peer, Transmit
@@ -15,6 +16,8 @@ from pbx.transport.base import (
     TransportOptions,
     TransportStats,
     checked_address,
+    is_ipv6,
+    normalize_host,
     receive_datagram,
     report,
     source_host,
@@ -49,10 +52,24 @@ class UdpTransport(asyncio.DatagramProtocol):
     async def listen(
         cls, sink: MessageSink, host: str, port: int, options: TransportOptions | None = None
     ) -> UdpTransport:
-        """Bind ``host:port`` (port 0: any free port, see :attr:`local_address`)."""
+        """Bind ``host:port``, an IP literal (port 0: any free port, see
+        :attr:`local_address`)."""
         self = cls(sink, options or TransportOptions())
-        loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+        host = normalize_host(host)
+        # IPv6 sockets are IPv6 only, as asyncio makes them for TCP: "0.0.0.0" and "::" can
+        # then be bound side by side, and IPv4 peers are served from the IPv4 socket.
+        family = socket.AF_INET6 if is_ipv6(host) else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((host, port))
+            sock.setblocking(False)
+            loop = asyncio.get_running_loop()
+            await loop.create_datagram_endpoint(lambda: self, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
         return self
 
     # -------------------------------------------------------------- asyncio protocol
