@@ -303,7 +303,9 @@ class TransportManager:
         return transport
 
     def local_address(self, transport: str, ipv6: bool | None = None) -> tuple[str, int]:
-        """Our (host, port) for ``transport`` ("UDP", "TCP", "TLS"), for Via and Contact."""
+        """Our bound (host, port) for ``transport`` ("UDP", "TCP", "TLS"), for Via and
+        Contact. On a wildcard bind ("0.0.0.0", "::") the host is the wildcard: the stack
+        then advertises the address from its settings, keeping the port from here."""
         for t in self._transports.get(transport.upper(), []):
             if ipv6 is None or is_ipv6(t.local_address[0]) == ipv6:
                 return t.local_address

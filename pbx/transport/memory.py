@@ -11,6 +11,8 @@ PJSIP's loop transport). It behaves like the real adapters where the stack can t
 
 Not modelled: idle timeouts, connection limits, write-buffer limits, address validation
 beyond the port range. Hosts are plain strings ("alice.test" is fine).
+
+:class:`QueueSink` stands in for the stack in adapter tests, here and for the real sockets.
 """
 
 from __future__ import annotations
