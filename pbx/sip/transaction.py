@@ -35,6 +35,8 @@ from pbx.sip.timers import TimerConfig
 
 
 class State(Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is a Python call
+
     CALLING = "Calling"
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
@@ -45,6 +47,8 @@ class State(Enum):
 
 
 class Input(Enum):
+    __hash__ = object.__hash__
+
     # From the network (client side: a response; server side: the request again, or an ACK).
     RECV_1XX = "1xx received"
     RECV_2XX = "2xx received"
@@ -73,6 +77,8 @@ class Input(Enum):
 
 
 class Action(Enum):
+    __hash__ = object.__hash__
+
     REFUSE = "refuse (LocalProtocolError)"
     SEND_REQUEST = "send the request"
     SEND_ACK = "send ACK for the non-2xx final (§17.1.1.3)"
@@ -322,7 +328,8 @@ class Outbox:
         if len(self.heap) > 2 * self._live + 256:
             # Cancelled entries pile up (every INVITE answered early leaves its Timer B), and
             # they hold their transactions: drop them now and then.
-            self.heap = [e for e in self.heap if e[2].timers.get(e[3]) == e[1]]
+            # In place: fire_due may be iterating over this very list.
+            self.heap[:] = [e for e in self.heap if e[2].timers.get(e[3]) == e[1]]
             heapq.heapify(self.heap)
 
     def disarm_all(self, tx: Transaction) -> None:
@@ -389,10 +396,6 @@ class Transaction:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.key} {self.state.value}>"
-
-    @property
-    def is_invite(self) -> bool:
-        return self.machine is CLIENT_INVITE or self.machine is SERVER_INVITE
 
     def handle(
         self,

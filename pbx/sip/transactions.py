@@ -132,7 +132,8 @@ class TransactionLayer:
         if stamped is not via:
             request = _with_top_via(request, stamped)
         method = request.method
-        modern = _is_rfc3261(via.branch)
+        branch = via.branch
+        modern = branch if _is_rfc3261(branch) else None  # None: the RFC 2543 rules apply
         if method == "ACK":
             tx = self._match_ack(request, via, modern)
             if tx is None:
@@ -154,10 +155,10 @@ class TransactionLayer:
         if method == "INVITE":
             tx.send(make_response(request, 100), now)
 
-    def _match_ack(self, ack: Request, via: Via, modern: bool) -> ServerTransaction | None:
+    def _match_ack(self, ack: Request, via: Via, modern: str | None) -> ServerTransaction | None:
         """The INVITE server transaction an ACK belongs to (§17.2.3), if any."""
-        if modern:
-            return self._servers.get(_server_key(ack, via, "INVITE", True))
+        if modern is not None:
+            return self._servers.get(_server_key(ack, via, "INVITE", modern))
         # RFC 2543: as for the INVITE but the ACK's To tag is the one of the response sent;
         # the INVITE had no To tag (initial) or that same tag (re-INVITE).
         tag = ack.to.tag
@@ -299,11 +300,12 @@ def _is_rfc3261(branch: str | None) -> bool:
     return branch is not None and branch.startswith(MAGIC_COOKIE) and branch != MAGIC_COOKIE
 
 
-def _server_key(request: Request, via: Via, method: str, modern: bool) -> str:
-    """§17.2.3: branch, sent-by and method (ACK and CANCEL pass "INVITE" to find theirs)."""
-    if modern:
+def _server_key(request: Request, via: Via, method: str, branch: str | None) -> str:
+    """§17.2.3: branch, sent-by and method (ACK and CANCEL pass "INVITE" to find theirs).
+    ``branch`` is the RFC 3261 branch, or ``None`` for the RFC 2543 rules."""
+    if branch is not None:
         host = via.host.lower()
-        return f"{via.branch}|{method}|{host if via.port is None else f'{host}:{via.port}'}"
+        return f"{branch}|{method}|{host if via.port is None else f'{host}:{via.port}'}"
     return _key_2543(request, via, method, request.to.tag or "")
 
 
@@ -329,11 +331,12 @@ def stamp_via(via: Via, source: Peer) -> Via:
     the sent-by host is not the source address (or rport is asked for), ``rport`` filled with
     the source port when it is present and empty. Returns ``via`` itself when nothing changes.
     """
-    if via.wants_rport and via.rport is None:
-        return via.with_params(received=source.host, rport=str(source.port))
-    if _same_host(via.host, source.host):
+    params = via.params
+    if "rport" in params and not params.get("rport"):
+        params = params.with_("rport", str(source.port))
+    elif _same_host(via.host, source.host):
         return via
-    return via.with_params(received=source.host)
+    return replace(via, params=params.with_("received", source.host))
 
 
 def stamp_request(request: Request, source: Peer) -> Request:
@@ -377,15 +380,17 @@ def _same_host(sent_by: str, address: str) -> bool:
 
 def _with_top_via(request: Request, via: Via) -> Request:
     """``request`` with the first Via value replaced (other lines and values kept in order)."""
-    items: list[tuple[str, str]] = []
-    done = False
-    for name, value in request.headers:
-        if not done and name == "Via":
-            done = True
-            rest = h.split_list(value)[1:]
-            value = ", ".join([str(via), *rest]) if rest else str(via)
-        items.append((name, value))
-    stamped = replace(request, headers=Headers(items))
+    items = list(request.headers)
+    for n, (name, value) in enumerate(items):
+        if name == "Via":
+            rest = h.split_list(value)[1:] if "," in value else ()
+            items[n] = (name, ", ".join([str(via), *rest]))
+            break
+    # The names come from a parsed message or Headers: already canonical.
+    headers = Headers._trusted(tuple(items))
+    stamped = Request(
+        headers, body=request.body, method=request.method, uri=request.uri, version=request.version
+    )
     # Carry over what was already parsed instead of parsing it again: every cached view
     # depends on header lines that did not change, except the Via list, which we know.
     cache = stamped.__dict__

@@ -512,3 +512,26 @@ def test_outbox_compacts_cancelled_entries() -> None:
         tx.start(float(n))
         tx.receive(answer(req, 180), UDP_PEER, float(n))  # A and B cancelled
     assert len(out.heap) < 600  # not 4000: stale entries were dropped along the way
+
+
+def test_outbox_compacts_while_firing_without_losing_or_doubling_a_timer() -> None:
+    out = Outbox()
+    schedule = Schedule(CONFIG, False)
+    opts = request(OPTIONS)
+    many = [
+        ClientTransaction(f"k{n}", opts, UDP_PEER, schedule=schedule, out=out) for n in range(300)
+    ]
+    for tx in many:
+        tx.start(0.0)  # F at 32.0; their E (due 35.5 then) turns stale when F ends them
+    late = ClientTransaction("late", opts, UDP_PEER, schedule=schedule, out=out)
+    late.start(0.6)  # E at ... 28.1, 32.1: re-armed right after the 300 terminations
+    while (deadline := out.next_deadline()) is not None and deadline < 32.0:
+        out.fire_due(deadline)
+    before = len(out.transmits)
+    out.fire_due(32.2)
+    assert len(out.heap) < 300  # compacted inside this very call
+    assert [tx.state for tx in many] == [State.TERMINATED] * 300
+    assert len(out.transmits) == before + 1  # late's E at 32.1, once
+    assert late.timers.keys() == {Input.TIMER_E, Input.TIMER_F}
+    out.fire_due(100.0)
+    assert late.state is State.TERMINATED and out.next_deadline() is None
