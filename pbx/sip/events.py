@@ -94,7 +94,9 @@ class StrayResponse:
 
 @dataclass(frozen=True, slots=True)
 class TransactionTimeout:
-    """Client transaction ``key`` got no final response in time (Timer B or F): treat as 408."""
+    """Client transaction ``key`` got no final response in time (Timer B or F): treat as 408.
+    Also for an INVITE server transaction whose non-2xx final was never ACKed (Timer H,
+    §17.2.1 "a transaction failure"); it terminates right after."""
 
     key: str
 
