@@ -15,7 +15,7 @@ Choices where the RFCs leave room:
   no final response. The 200 carries the To tag of the INVITE's last response, or one
   derived from the transaction key when only 100 was sent. A CANCEL for a non-INVITE
   request gets 481 (§9.1: CANCEL is for INVITE).
-* Branches that are exactly the magic cookie ("z9hG4bK", RFC 4475 §3.1.2.?) are treated as
+* Branches that are exactly the magic cookie ("z9hG4bK", RFC 4475 §3.2.1) are treated as
   RFC 2543 requests: they cannot identify a transaction.
 * ``maddr`` in Via is not honoured when addressing responses (§18.2.2 multicast).
 """

@@ -8,6 +8,7 @@ Time is only ever passed in: every timer is driven through ``next_timer``/``hand
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -402,6 +403,52 @@ def test_rfc2543_requests_match_by_dialog_fields_and_top_via(branch: str | None)
     (event,) = layer.events()
     assert isinstance(event, CancelReceived) and event.invite_key == other
     assert sent(layer) == [("200", PHONE)]
+
+
+TORTURE = Path(__file__).resolve().parent.parent / "data" / "torture"
+
+
+def torture(name: str) -> Request:
+    message = parse((TORTURE / f"{name}.sip").read_bytes())
+    assert isinstance(message, Request)
+    return message
+
+
+def test_rfc4475_missing_transaction_identifier_falls_back_to_rfc2543() -> None:
+    # RFC 4475 §3.2.1 (badbranch): branch=z9hG4bK alone identifies nothing.
+    layer = TransactionLayer()
+    options = torture("badbranch")
+    source = Peer("UDP", "192.0.2.1", 5060)
+    key = received(layer, options, source)
+    assert key.startswith("OPTIONS|sip:user@example.com|")
+    layer.receive(options, source, 0.1)
+    assert layer.events() == []
+    layer.send_response(key, make_response(options, 200, to_tag="pbx-t"), 0.2)
+    layer.receive(options, source, 0.3)
+    assert layer.events() == [] and sent(layer) == [("200", source)] * 2
+
+
+def test_rfc4475_invite_with_rfc2543_syntax() -> None:
+    # RFC 4475 §3.4.1 (inv2543): no branch, no From tag, a name in sent-by.
+    layer = TransactionLayer()
+    invite = torture("inv2543")
+    source = Peer("UDP", "192.0.2.5", 5060)
+    key = received(layer, invite, source)
+    assert sent(layer) == [("100", source)]
+    layer.receive(invite, source, 0.5)
+    assert layer.events() == [] and sent(layer) == [("100", source)]
+    layer.send_response(key, make_response(invite, 486, to_tag="pbx-t"), 1.0)
+    ack = parse(
+        b"ACK sip:UserB@example.com SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP iftgw.example.com\r\n"
+        b"From: <sip:+13035551111@ift.client.example.net;user=phone>\r\n"
+        b"To: <sip:+16505552222@ss1.example.net;user=phone>;tag=pbx-t\r\n"
+        b"Call-ID: inv2543.1717@ift.client.example.com\r\n"
+        b"CSeq: 56 ACK\r\n"
+        b"\r\n"
+    )
+    layer.receive(ack, source, 1.1)
+    assert layer.events() == [] and layer.state(key) is State.CONFIRMED
 
 
 def test_rfc2543_ack_for_a_re_invite_and_for_a_2xx() -> None:
