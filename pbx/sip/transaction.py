@@ -137,10 +137,10 @@ A = Action
 _ABSORB: tuple[Action, ...] = ()
 _REFUSE = (A.REFUSE,)
 
-# RFC 3261 §17.1.1.2 (Figure 5) as changed by RFC 6026 §8.4 (Figure 3): a 2xx moves the INVITE
+# RFC 3261 §17.1.1.2 (Figure 5) as changed by RFC 6026 §7.2: a 2xx moves the INVITE
 # client transaction to Accepted, where further 2xx go to the TU until Timer M fires.
 CLIENT_INVITE = Machine(
-    "INVITE client transaction (RFC 3261 §17.1.1, RFC 6026 §8.4)",
+    "INVITE client transaction (RFC 3261 §17.1.1, RFC 6026 §7.2)",
     start=((A.SEND_REQUEST, A.START_A, A.START_B), S.CALLING),
     table={
         (S.CALLING, I.RECV_1XX): ((A.STOP_TIMERS, A.PASS_RESPONSE), S.PROCEEDING),
@@ -198,7 +198,7 @@ CLIENT_NON_INVITE = Machine(
     },
 )
 
-# RFC 3261 §17.2.1 (Figure 7) as changed by RFC 6026 §7.1 (Figure 5): a 2xx from the TU moves
+# RFC 3261 §17.2.1 (Figure 7) as changed by RFC 6026 §7.1: a 2xx from the TU moves
 # the transaction to Accepted, where the TU's 2xx retransmissions pass, INVITE
 # retransmissions are absorbed (the TU retransmits the 2xx itself, §13.3.1.4), and an ACK
 # that matches goes to the TU, until Timer L fires. The 100 Trying is the layer's first

@@ -228,7 +228,7 @@ C, P, CO, CF, AC, TR, T = (
 i = Input
 
 EXPECT: dict[Machine, dict[tuple[State, Input], Expect]] = {
-    # RFC 3261 Figure 5 with RFC 6026 Figure 3.
+    # RFC 3261 Figure 5 with RFC 6026 §7.2.
     CLIENT_INVITE: {
         (C, i.RECV_1XX): (P, [], [RR], set()),
         (C, i.RECV_2XX): (AC, [], [RR], {"M"}),
@@ -265,7 +265,7 @@ EXPECT: dict[Machine, dict[tuple[State, Input], Expect]] = {
         (CO, i.TIMER_K): (T, [], [TT], set()),
         (CO, i.TRANSPORT_ERROR): (T, [], [TT], set()),
     },
-    # RFC 3261 Figure 7 with RFC 6026 Figure 5.
+    # RFC 3261 Figure 7 with RFC 6026 §7.1.
     SERVER_INVITE: {
         (P, i.RECV_REQUEST): (P, ["100"], [], set()),
         (P, i.SEND_1XX): (P, ["180"], [], set()),
