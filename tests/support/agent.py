@@ -1,0 +1,213 @@
+"""A small user agent built on the stack, the peer SIPp talks to in the interop tests.
+
+As UAS it answers OPTIONS, REGISTER (digest auth, SHA-256 and MD5), INVITE (100 from the
+transaction layer, 180, then 200 with SDP), ACK, BYE and CANCEL. As UAC it calls out
+(INVITE, ACK for the 2xx, BYE). It counts what happened so tests can assert on outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pbx.endpoint import Listen, SipEndpoint
+from pbx.sip import auth
+from pbx.sip.dialog import Dialog, DialogTable, new_call_id, new_tag
+from pbx.sip.events import (
+    AckReceived,
+    CancelReceived,
+    Event,
+    Peer,
+    RequestReceived,
+    StrayResponse,
+)
+from pbx.sip.message import Request, Response, build_request, make_response
+from pbx.sip.timers import TimerConfig
+from pbx.sip.uas import Capabilities, check_request, options_response
+from pbx.sip.uri import SipUri
+
+SDP = (
+    b"v=0\r\no=agent 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+)
+
+
+@dataclass
+class AgentConfig:
+    users: dict[str, str] = field(default_factory=dict)  # REGISTER needs auth when set
+    realm: str = "edgepbx.test"
+    ring_seconds: float = 0.0
+    timers: TimerConfig = field(default_factory=TimerConfig)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig | None = None) -> None:
+        self.config = config or AgentConfig()
+        self.endpoint = SipEndpoint(self, timers=self.config.timers)
+        self.caps = Capabilities()
+        self.dialogs = DialogTable()
+        self.digest = auth.DigestServer(self.config.realm, b"agent-test-nonce-key")
+        self.counts: Counter[str] = Counter()
+        self.bindings: dict[str, str] = {}
+        self._pending: dict[str, tuple[Request, asyncio.TimerHandle | None]] = {}
+
+    async def start(self, transport: str = "UDP", port: int = 0) -> int:
+        await self.endpoint.start([Listen(transport, "127.0.0.1", port)])
+        return self.endpoint.local(transport)[1]
+
+    async def close(self) -> None:
+        await self.endpoint.close()
+
+    # ----------------------------------------------------------------------------- UAS
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, RequestReceived):
+            self.counts[event.request.method] += 1
+            self._on_request(event.key, event.request)
+        elif isinstance(event, AckReceived):
+            self.counts["ACK"] += 1
+            dialog = self.dialogs.match(event.request)
+            if dialog is not None:
+                dialog.receive_request(event.request)
+        elif isinstance(event, CancelReceived):
+            self.counts["CANCEL"] += 1
+            pending = self._pending.pop(event.invite_key, None)
+            if pending is not None:
+                request, timer = pending
+                if timer is not None:
+                    timer.cancel()
+                self.endpoint.send_response(event.invite_key, make_response(request, 487))
+        elif isinstance(event, StrayResponse) and event.response.cseq.method == "INVITE":
+            self.counts["stray-2xx"] += 1
+
+    def _on_request(self, key: str, request: Request) -> None:
+        tag = new_tag()
+        reply = self.endpoint.send_response
+        if request.to.tag:
+            dialog = self.dialogs.match(request)
+            if dialog is None:
+                answer = DialogTable.unknown_dialog_response(request)
+                if answer is not None:
+                    reply(key, answer)
+                return
+            dialog.receive_request(request)
+            response = make_response(request, 200)
+            dialog.response_sent(request, response)
+            reply(key, response)
+            if request.method == "BYE":
+                self.dialogs.remove(dialog.id)
+            return
+        error = check_request(request, self.caps, tag)
+        if error is not None:
+            reply(key, error)
+        elif request.method == "OPTIONS":
+            reply(key, options_response(request, self.caps, tag))
+        elif request.method == "REGISTER":
+            reply(key, self._register(request, tag))
+        elif request.method == "INVITE":
+            self._invite(key, request, tag)
+        else:
+            reply(key, make_response(request, 405, to_tag=tag))
+
+    def _register(self, request: Request, tag: str) -> Response:
+        if self.config.users:
+            line = request.headers.get("Authorization")
+            if line is None:
+                return self._challenge(request, tag, stale=False)
+            try:
+                creds = auth.parse_credentials(line)
+            except auth.UnsupportedSchemeError:
+                return self._challenge(request, tag, stale=False)
+            result = self.digest.verify(creds, "REGISTER", self._ha1, _now())
+            if result.status is auth.AuthStatus.STALE:
+                return self._challenge(request, tag, stale=True)
+            if not result.ok:
+                return make_response(request, 403, to_tag=tag)
+        self.counts["registered"] += 1
+        aor = str(request.to.uri)
+        contacts = [str(c) for c in request.contacts]
+        if contacts:
+            self.bindings[aor] = contacts[0]
+        extra = [("Contact", c) for c in contacts]
+        return make_response(request, 200, to_tag=tag, extra=extra)
+
+    def _challenge(self, request: Request, tag: str, *, stale: bool) -> Response:
+        challenges = self.digest.challenges(_now(), stale=stale)
+        extra = [("WWW-Authenticate", c.to_header()) for c in challenges]
+        return make_response(request, 401, to_tag=tag, extra=extra)
+
+    def _ha1(self, username: str, algorithm: str) -> str | None:
+        password = self.config.users.get(username)
+        return (
+            None if password is None else auth.ha1(username, self.config.realm, password, algorithm)
+        )
+
+    def _invite(self, key: str, request: Request, tag: str) -> None:
+        host, port = self.endpoint.local(request.top_via.transport)
+        contact = f"<sip:agent@{host}:{port};transport={request.top_via.transport.lower()}>"
+        ringing = make_response(request, 180, to_tag=tag, extra=[("Contact", contact)])
+        self.endpoint.send_response(key, ringing)
+
+        def answer() -> None:
+            if self._pending.pop(key, None) is None:
+                return  # cancelled meanwhile
+            ok = make_response(
+                request,
+                200,
+                to_tag=tag,
+                extra=[("Contact", contact), ("Content-Type", "application/sdp")],
+                body=SDP,
+            )
+            self.dialogs.add(Dialog.from_uas(request, ok))
+            self.endpoint.send_response(key, ok)
+            self.counts["answered"] += 1
+
+        if self.config.ring_seconds:
+            loop = asyncio.get_running_loop()
+            self._pending[key] = (request, loop.call_later(self.config.ring_seconds, answer))
+        else:
+            self._pending[key] = (request, None)
+            answer()
+
+    # ----------------------------------------------------------------------------- UAC
+
+    async def call(self, target: Peer, user: str = "service", talk: float = 0.0) -> int:
+        """Call ``user`` at ``target``: INVITE, ACK the 2xx, wait ``talk`` s, BYE.
+        Returns the final status of the INVITE."""
+        transport = target.transport
+        host, port = self.endpoint.local(transport)
+        uri = SipUri(target.host, user, target.port)
+        invite = build_request(
+            "INVITE",
+            uri,
+            [
+                ("Via", self.endpoint.via(transport)),
+                ("Max-Forwards", "70"),
+                ("From", f"<sip:agent@{host}:{port}>;tag={new_tag()}"),
+                ("To", f"<{uri}>"),
+                ("Call-ID", new_call_id(host)),
+                ("CSeq", "1 INVITE"),
+                ("Contact", f"<sip:agent@{host}:{port};transport={transport.lower()}>"),
+                ("Content-Type", "application/sdp"),
+            ],
+            body=SDP,
+        )
+        final = await self.endpoint.request(invite, target)
+        if not final.success:
+            return final.status
+        dialog = self.dialogs.receive_response(invite, final)
+        assert dialog is not None
+        via = self.endpoint.via(transport)
+        self.endpoint.send_stateless(dialog.create_ack(invite.cseq.seq, via=via), target)
+        self.counts["calls"] += 1
+        await asyncio.sleep(talk)
+        bye = dialog.create_request("BYE", via=self.endpoint.via(transport))
+        bye_final = await self.endpoint.request(bye, target)
+        dialog.receive_response(bye, bye_final)
+        self.dialogs.remove(dialog.id)
+        return final.status
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
