@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from ssl import SSLContext
 from typing import Protocol
 
-from pbx.sip.dialog import new_branch
+from pbx.sip.dialog import new_branch, new_tag
+from pbx.sip.errors import RemoteProtocolError
 from pbx.sip.events import (
     Event,
     Peer,
+    RequestReceived,
     ResponseReceived,
     TransactionTimeout,
     TransportFailed,
@@ -183,9 +185,20 @@ class SipEndpoint:
             elif self.user is not None:
                 try:
                     self.user.on_event(event)
+                except RemoteProtocolError as exc:
+                    self._answer_error(event, exc)
                 except Exception:  # a TU bug must not take the endpoint down
                     log.exception("transaction user failed on %s", type(event).__name__)
         self._flush()
+
+    def _answer_error(self, event: Event, exc: RemoteProtocolError) -> None:
+        """The TU found the peer's request unacceptable: the error carries the answer."""
+        if not isinstance(event, RequestReceived) or event.request.method == "ACK":
+            return
+        if exc.status is not None and event.key in self.layer:
+            reason = "".join(c for c in exc.reason if " " <= c <= "~")[:80]
+            response = make_response(event.request, exc.status, reason, to_tag=new_tag())
+            self.layer.send_response(event.key, response, self._now())
 
     def _settle(self, waiter: tuple[asyncio.Future[Response], Request], event: Event) -> None:
         future, request = waiter

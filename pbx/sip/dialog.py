@@ -237,17 +237,23 @@ class Dialog:
         if request.to.tag:
             raise LocalProtocolError("the request is already inside a dialog (To has a tag)")
         contacts = request.contacts
-        if not contacts:
+        if contacts:
+            remote_target = contacts[0].uri
+        elif request.top_via.is_rfc3261:
             raise RemoteProtocolError(
                 f"{request.method} creating a dialog lacks a Contact", 400, request.headers
             )
+        else:
+            # An RFC 2543 peer (no magic cookie) may omit Contact: its From URI is where it
+            # takes requests (RFC 2543 §6.13; RFC 4475 §3.4.1 asks to accept such INVITEs).
+            remote_target = request.from_.uri
         return cls(
             dialog_id=DialogId(request.call_id, local_tag, request.from_.tag or ""),
             is_uac=False,
             state=DialogState.CONFIRMED if response.success else DialogState.EARLY,
             local=request.to,
             remote=request.from_,
-            remote_target=contacts[0].uri,
+            remote_target=remote_target,
             # §12.1.1: the Record-Route URIs in order, parameters kept.
             route_set=tuple(rr.uri for rr in request.record_routes),
             secure=_is_sips(request.uri) if secure is None else secure,

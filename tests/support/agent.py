@@ -37,6 +37,9 @@ SDP = (
 class AgentConfig:
     users: dict[str, str] = field(default_factory=dict)  # REGISTER needs auth when set
     realm: str = "edgepbx.test"
+    # SIPp 3.6.1 answers only the first challenge and knows MD5 only (RFC 8760 puts SHA-256
+    # first); tests with SIPp pass ("MD5",).
+    algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     ring_seconds: float = 0.0
     timers: TimerConfig = field(default_factory=TimerConfig)
 
@@ -47,7 +50,9 @@ class Agent:
         self.endpoint = SipEndpoint(self, timers=self.config.timers)
         self.caps = Capabilities()
         self.dialogs = DialogTable()
-        self.digest = auth.DigestServer(self.config.realm, b"agent-test-nonce-key")
+        self.digest = auth.DigestServer(
+            self.config.realm, b"agent-test-nonce-key", algorithms=self.config.algorithms
+        )
         self.counts: Counter[str] = Counter()
         self.bindings: dict[str, str] = {}
         self._pending: dict[str, tuple[Request, asyncio.TimerHandle | None]] = {}
@@ -64,7 +69,7 @@ class Agent:
     def on_event(self, event: Event) -> None:
         if isinstance(event, RequestReceived):
             self.counts[event.request.method] += 1
-            self._on_request(event.key, event.request)
+            self._on_request(event.key, event.request, event.source.transport)
         elif isinstance(event, AckReceived):
             self.counts["ACK"] += 1
             dialog = self.dialogs.match(event.request)
@@ -81,7 +86,7 @@ class Agent:
         elif isinstance(event, StrayResponse) and event.response.cseq.method == "INVITE":
             self.counts["stray-2xx"] += 1
 
-    def _on_request(self, key: str, request: Request) -> None:
+    def _on_request(self, key: str, request: Request, transport: str) -> None:
         tag = new_tag()
         reply = self.endpoint.send_response
         if request.to.tag:
@@ -106,11 +111,13 @@ class Agent:
         elif request.method == "REGISTER":
             reply(key, self._register(request, tag))
         elif request.method == "INVITE":
-            self._invite(key, request, tag)
+            self._invite(key, request, tag, transport)
         else:
             reply(key, make_response(request, 405, to_tag=tag))
 
     def _register(self, request: Request, tag: str) -> Response:
+        if not isinstance(request.to.uri, SipUri):  # an AoR is a SIP URI (RFC 4475 §3.3.4)
+            return make_response(request, 400, "To is not a SIP URI", to_tag=tag)
         if self.config.users:
             line = request.headers.get("Authorization")
             if line is None:
@@ -143,9 +150,9 @@ class Agent:
             None if password is None else auth.ha1(username, self.config.realm, password, algorithm)
         )
 
-    def _invite(self, key: str, request: Request, tag: str) -> None:
-        host, port = self.endpoint.local(request.top_via.transport)
-        contact = f"<sip:agent@{host}:{port};transport={request.top_via.transport.lower()}>"
+    def _invite(self, key: str, request: Request, tag: str, transport: str) -> None:
+        host, port = self.endpoint.local(transport)
+        contact = f"<sip:agent@{host}:{port};transport={transport.lower()}>"
         ringing = make_response(request, 180, to_tag=tag, extra=[("Contact", contact)])
         self.endpoint.send_response(key, ringing)
 
