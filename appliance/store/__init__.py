@@ -8,7 +8,8 @@ from appliance.store.database import (
     StorageFailure,
     WrongDatabase,
 )
-from appliance.store.sqlite import LOCAL_DB, METADATA_DB, SqliteStore, open_store
+from appliance.store.store import LOCAL_DB, METADATA_DB, SqliteStore, open_store
+from appliance.store.writer import WriteBehindCdr
 
 __all__ = [
     "LOCAL_DB",
@@ -18,6 +19,7 @@ __all__ = [
     "SchemaTooNew",
     "SqliteStore",
     "StorageFailure",
+    "WriteBehindCdr",
     "WrongDatabase",
     "open_store",
 ]

@@ -85,7 +85,7 @@ CREATE TABLE call_records (
     CHECK (answer_time IS NULL OR answer_time BETWEEN start_time AND end_time),
     CHECK ((disposition = 'ANSWERED') = (answer_time IS NOT NULL))
 ) STRICT;
-CREATE INDEX call_records_start ON call_records (start_time);
+CREATE INDEX call_records_start ON call_records (start_time, call_id);
 CREATE INDEX call_records_caller ON call_records (caller_number, start_time);
 CREATE INDEX call_records_dialed ON call_records (dialed, start_time);
 CREATE INDEX call_records_callee ON call_records (callee_number, start_time);

@@ -10,7 +10,8 @@ directory write holds the metadata write lock while it touches local.db, and the
 ordered so that a crash in between fails safe: at worst an extension is left without a
 password (it cannot register until one is set again), or a secret is left without an
 extension (never used: :meth:`SqliteDirectory.ha1` asks for the extension first, creating an
-extension clears any leftover secret, and :func:`open_store` removes them).
+extension clears any leftover secret, and :func:`~appliance.store.store.open_store` removes
+them).
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ import builtins
 import json
 import sqlite3
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
-from appliance.store.database import Database, open_database
-from appliance.store.schema import LOCAL, METADATA
+from appliance.store.database import Database
 from pbx.store import (
     AlreadyExists,
     Binding,
@@ -45,17 +45,10 @@ from pbx.store import (
 )
 
 __all__ = [
-    "LOCAL_DB",
-    "METADATA_DB",
     "SqliteBindingStore",
     "SqliteCdr",
     "SqliteDirectory",
-    "SqliteStore",
-    "open_store",
 ]
-
-METADATA_DB = "metadata.db"
-LOCAL_DB = "local.db"
 
 
 def _integrity(exc: sqlite3.IntegrityError, what: str) -> Exception:
@@ -353,6 +346,14 @@ class SqliteCdr:
         except sqlite3.IntegrityError as exc:
             raise _integrity(exc, record.call_id) from exc
 
+    def write_many(self, records: Iterable[CallRecord]) -> None:
+        """Write several records in one transaction (one commit, shared WAL pages)."""
+        try:
+            with self._metadata.transaction() as conn:
+                conn.executemany(_WRITE_CDR, [_cdr_row(r) for r in records])
+        except sqlite3.IntegrityError as exc:
+            raise InvalidValue(str(exc)) from exc
+
     def get(self, call_id: str) -> CallRecord | None:
         sql = f"SELECT {_CDR_COLUMNS} FROM call_records WHERE call_id = ?"
         row = self._metadata.one(sql, (call_id,))
@@ -388,40 +389,3 @@ def _where(q: CdrQuery) -> tuple[str, list[Any]]:
         terms.append("disposition = ?")
         params.append(q.disposition.value)
     return (" WHERE " + " AND ".join(terms) if terms else ""), params
-
-
-# ------------------------------------------------------------------------------ the store
-
-
-@dataclass(eq=False)
-class SqliteStore:
-    """:class:`pbx.store.Store` over the two files. ``metadata``/``local`` are the open
-    databases, for the parts of the box that add their own tables."""
-
-    metadata: Database
-    local: Database
-    directory: SqliteDirectory
-    bindings: SqliteBindingStore
-    cdr: SqliteCdr
-
-    def close(self) -> None:
-        self.metadata.close()
-        self.local.close()
-
-
-def open_store(data_dir: Path, *, clock: Clock = time.time) -> SqliteStore:
-    """Open (creating and migrating as needed) ``metadata.db`` and ``local.db`` in
-    ``data_dir``. Raises :class:`~appliance.store.database.SchemaTooNew` for files written
-    by a newer edgepbx."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    metadata = open_database(data_dir / METADATA_DB, METADATA)
-    try:
-        local = open_database(data_dir / LOCAL_DB, LOCAL, private=True)
-    except BaseException:
-        metadata.close()
-        raise
-    directory = SqliteDirectory(metadata, local, clock)
-    directory.remove_orphan_secrets()
-    return SqliteStore(
-        metadata, local, directory, SqliteBindingStore(metadata), SqliteCdr(metadata)
-    )

@@ -56,14 +56,14 @@ class Harness:
         self.store: Store = self._open()
 
     def _open(self) -> Store:
-        if self.kind == "sqlite":
-            return open_store(self.directory, clock=self.clock)
-        return MemoryStore(self.clock)
+        if self.kind == "memory":
+            return MemoryStore(self.clock)
+        return open_store(self.directory, clock=self.clock, write_behind=self.kind == "queued")
 
     def reopen(self) -> Store:
         """The SQLite store is closed and opened from its files; the twin keeps its state
         (it stands for a store that survives restarts)."""
-        if self.kind == "sqlite":
+        if self.kind != "memory":
             self.store.close()
             self.store = self._open()
         return self.store
@@ -72,7 +72,8 @@ class Harness:
         self.store.close()
 
 
-KINDS = ["sqlite", "memory"]
+# "queued": SQLite with write-behind call records (appliance.store.writer).
+KINDS = ["sqlite", "queued", "memory"]
 
 
 @pytest.fixture(params=KINDS)
@@ -95,7 +96,11 @@ def new_store(request: pytest.FixtureRequest) -> Iterator[Callable[[], Store]]:
 
         def make() -> Store:
             path = Path(tmp) / str(len(opened))
-            s: Store = open_store(path) if request.param == "sqlite" else MemoryStore()
+            s: Store = (
+                MemoryStore()
+                if request.param == "memory"
+                else open_store(path, write_behind=request.param == "queued")
+            )
             opened.append(s)
             return s
 

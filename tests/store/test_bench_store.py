@@ -1,0 +1,206 @@
+"""Cost of the store operations the SIP core calls from its loop (``make bench``).
+
+Each operation is timed one call at a time, so the table shows the tail (a WAL
+auto-checkpoint, which fsyncs, lands on one unlucky commit) as well as the median. The
+number that decides whether the core may write inline is the per-call cost of
+``cdr.write`` and ``bindings.put``; ``wal_bytes`` is what one commit adds to the WAL, which
+is what Litestream ships.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from support.bench import report
+
+from appliance.store import WriteBehindCdr, open_store
+from pbx.store import (
+    Binding,
+    CallRecord,
+    CdrQuery,
+    Direction,
+    Disposition,
+    Extension,
+    HangupSide,
+    MediaStats,
+)
+
+pytestmark = pytest.mark.bench
+
+T = TypeVar("T")
+NOW = 1_700_000_000.0
+CALLS = 10_000
+EXTENSIONS = 1_000
+
+
+def timed(name: str, items: Iterable[T], op: Callable[[T], object]) -> dict[str, object]:
+    """Call ``op`` on each item, timing each call; a row of µs statistics."""
+    samples = []
+    for item in items:
+        start = time.perf_counter()
+        op(item)
+        samples.append(time.perf_counter() - start)
+    samples.sort()
+    us = [s * 1e6 for s in samples]
+    return {
+        "operation": name,
+        "n": len(us),
+        "mean_us": statistics.fmean(us),
+        "p50_us": us[len(us) // 2],
+        "p99_us": us[int(len(us) * 0.99)],
+        "max_us": us[-1],
+    }
+
+
+def call(i: int) -> CallRecord:
+    start = NOW + i * 7.0
+    return CallRecord(
+        call_id=str(uuid.uuid4()),
+        sip_call_id=f"{uuid.uuid4().hex}@192.0.2.{i % 250}",
+        caller_number=str(100 + i % 60),
+        caller_name="Office Phone",
+        dialed=str(100 + (i * 7) % 60),
+        callee_number=str(100 + (i * 7) % 60),
+        direction=Direction.INTERNAL,
+        start_time=start,
+        answer_time=start + 4.0,
+        end_time=start + 95.0,
+        disposition=Disposition.ANSWERED,
+        hangup_side=HangupSide.CALLER,
+        hangup_cause="Normal Clearing",
+        sip_code=200,
+        codec="PCMA",
+        media_from_caller=MediaStats(4550, 782600, 3, 1.7),
+        media_from_callee=MediaStats(4548, 782256, 0, 0.9),
+    )
+
+
+def registration(number: int, expires_at: float, cseq: int = 1) -> Binding:
+    return Binding(
+        aor=str(number),
+        contact=f"sip:{number}@10.1.{number // 250}.{number % 250}:5060;transport=udp",
+        expires_at=expires_at,
+        call_id=f"reg-{number}@10.1.0.1",
+        cseq=cseq,
+        source_transport="UDP",
+        source_host="198.51.100.7",
+        source_port=20000 + number,
+        updated_at=NOW,
+        user_agent="Yealink SIP-T54W 96.86.0.100",
+        instance_id=f'"<urn:uuid:{uuid.UUID(int=number)}>"',
+        reg_id=1,
+    )
+
+
+def wal_bytes_per_commit(path: Path, op: Callable[[int], object], n: int = 200) -> float:
+    wal = Path(f"{path}-wal")
+    before = wal.stat().st_size
+    for i in range(n):
+        op(i)
+    return (wal.stat().st_size - before) / n
+
+
+def test_store_operation_costs(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    rows: list[dict[str, object]] = []
+    numbers = range(1000, 1000 + EXTENSIONS)
+    for n in numbers:
+        store.directory.create(Extension(str(n)))
+        store.directory.set_password(str(n), "pw", "pbx.example")
+
+    calls = [call(i) for i in range(CALLS)]
+    rows.append(timed("cdr.write (10k, growing table)", calls, store.cdr.write))
+    rows.append(
+        timed(
+            "cdr.search number, 50/page",
+            range(200),
+            lambda i: store.cdr.search(CdrQuery(number=str(100 + i % 60)), limit=50),
+        )
+    )
+    rows.append(timed("cdr.get", calls[:2000], lambda r: store.cdr.get(r.call_id)))
+
+    rows.append(
+        timed("bindings.put (new)", numbers, lambda n: store.bindings.put(registration(n, NOW)))
+    )
+    refresh = [n for _ in range(10) for n in numbers]
+    rows.append(
+        timed(
+            "bindings.put (refresh)",
+            enumerate(refresh),
+            lambda item: store.bindings.put(registration(item[1], NOW + 3600, cseq=item[0])),
+        )
+    )
+    rows.append(
+        timed("bindings.list(aor, now)", numbers, lambda n: store.bindings.list(str(n), NOW))
+    )
+    rows.append(
+        timed("bindings.expire (none due)", range(2000), lambda i: store.bindings.expire(NOW))
+    )
+    # 1,000 bindings expiring 10 per second, swept once a second: 10 removed per call.
+    for n in numbers:
+        store.bindings.put(registration(n, NOW + (n - 1000) / 10))
+    rows.append(
+        timed("bindings.expire (10 due)", range(100), lambda s: store.bindings.expire(NOW + s + 1))
+    )
+    rows.append(timed("directory.ha1", numbers, lambda n: store.directory.ha1(str(n), "MD5")))
+
+    store.metadata.connection.execute("PRAGMA wal_autocheckpoint = 0")  # measure WAL growth
+    more = [call(CALLS + i) for i in range(200)]
+    wal = [
+        {
+            "operation": "WAL bytes per cdr.write",
+            "bytes": wal_bytes_per_commit(
+                tmp_path / "metadata.db", lambda i: store.cdr.write(more[i])
+            ),
+        },
+        {
+            "operation": "WAL bytes per bindings.put (refresh)",
+            "bytes": wal_bytes_per_commit(
+                tmp_path / "metadata.db",
+                lambda i: store.bindings.put(registration(1000 + i, NOW + 7200, cseq=99)),
+            ),
+        },
+    ]
+    store.close()
+
+    # Write-behind: what the loop pays per record, and how fast the thread drains.
+    queued = open_store(tmp_path / "queued", write_behind=True)
+    batch = [call(i) for i in range(CALLS)]
+    rows.append(timed("cdr.write queued (loop side)", batch, queued.cdr.write))
+    assert isinstance(queued.cdr, WriteBehindCdr)
+    queued.cdr.flush()
+    more = [call(CALLS + i) for i in range(2000)]
+    # The thread's own connection commits; stop its auto-checkpoint to see the WAL grow.
+    queued.cdr.database.connection.execute("PRAGMA wal_autocheckpoint = 0")
+    wal_file = Path(f"{tmp_path / 'queued' / 'metadata.db'}-wal")
+    before = wal_file.stat().st_size
+    start = time.perf_counter()
+    for r in more:
+        queued.cdr.write(r)
+    queued.cdr.flush()
+    burst = time.perf_counter() - start
+    wal.append(
+        {
+            "operation": "WAL bytes per queued cdr.write (2k burst)",
+            "bytes": (wal_file.stat().st_size - before) / len(more),
+        }
+    )
+    queued.close()
+    rows.append(
+        {
+            "operation": "queued 2k burst, write+drain (per record)",
+            "n": len(more),
+            "mean_us": burst * 1e6 / len(more),
+            "p50_us": "",
+            "p99_us": "",
+            "max_us": "",
+        }
+    )
+    report("store", rows)
+    report("store_wal", wal)
