@@ -286,11 +286,15 @@ def open_database(
 ) -> Database:
     """Open (creating if needed) and migrate a database file.
 
-    ``private``: create the file readable by its owner only (secrets live there; SQLite
-    gives the -wal and -shm files the same mode).
+    ``private``: the file is readable by its owner only (secrets live there), also when it
+    was restored or copied with a wider mode; SQLite gives new -wal and -shm files the
+    database file's mode.
     """
-    if private and not path.exists():
+    if private:
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if name.exists():
+                name.chmod(0o600)
     conn = connect(path, check_same_thread=False)
     try:
         migrate(conn, schema, path, time.time() if now is None else now)

@@ -4,6 +4,8 @@ run the same scenarios (directory, digest secrets, bindings, call records)."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -107,6 +109,18 @@ def new_store(request: pytest.FixtureRequest) -> Iterator[Callable[[], Store]]:
         yield make
         for s in opened:
             s.close()
+
+
+def test_the_interface_module_loads_no_adapter() -> None:
+    """pbx.store is what the core imports: no sqlite3, no asyncio, no adapter behind it."""
+    code = (
+        "import sys, pbx.store; "
+        "print(sorted({'sqlite3', 'asyncio', 'appliance'} & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
 
 
 # ------------------------------------------------------------------------------ directory

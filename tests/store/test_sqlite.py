@@ -113,6 +113,13 @@ def test_local_db_is_private(data: Path, store: SqliteStore) -> None:
     assert stat.S_IMODE(Path(f"{data / LOCAL_DB}-wal").stat().st_mode) == 0o600
 
 
+def test_local_db_mode_is_restored_on_open(data: Path, store: SqliteStore) -> None:
+    store.close()
+    (data / LOCAL_DB).chmod(0o644)
+    open_store(data).close()
+    assert stat.S_IMODE((data / LOCAL_DB).stat().st_mode) == 0o600
+
+
 def test_orphan_secrets_are_removed_on_open(data: Path, store: SqliteStore) -> None:
     # As if the box crashed between the two files: a secret whose extension is gone.
     store.directory.create(Extension("101"))
