@@ -1,4 +1,5 @@
-"""Cost of the store operations the SIP core calls from its loop (``make bench``).
+"""Cost of the store operations the SIP core calls from its loop. Run with
+``pytest -q -s -m bench tests/store/test_bench_store.py``.
 
 Each operation is timed one call at a time, so the table shows the tail (a WAL
 auto-checkpoint, which fsyncs, lands on one unlucky commit) as well as the median. The
