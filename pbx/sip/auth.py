@@ -33,6 +33,7 @@ import enum
 import hashlib
 import hmac
 import os
+import re
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -186,12 +187,22 @@ def compute_response(
 # Parsing and serializing auth-param lists
 # --------------------------------------------------------------------------------------------
 
-_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
-_WSP = " \t"
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_TOKEN_RE = re.compile(_TOKEN)
+# One auth-param and its separator: name LWS "=" LWS (token / quoted-string) LWS ("," / end).
+# qdtext and quoted-pair are checked separately on the quoted content (RFC 3261 §25.1).
+_PARAM = re.compile(
+    rf'[ \t]*({_TOKEN})[ \t]*=[ \t]*(?:"((?:[^"\\]|\\.)*)"|({_TOKEN}))[ \t]*(,|$)', re.DOTALL
+)
+_SCHEME = re.compile(rf"[ \t]*({_TOKEN})(?:[ \t]+|$)")
+# What qdtext may not contain: ASCII controls but HTAB, and the surrogates by which the
+# message parser carries bytes that are not UTF-8.
+_BAD_QDTEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 
 
 def _is_token(text: str) -> bool:
-    return bool(text) and all(c in _TOKEN_CHARS for c in text)
+    return _TOKEN_RE.fullmatch(text) is not None
 
 
 def _unfold(value: str) -> str:
@@ -202,62 +213,19 @@ def _unfold(value: str) -> str:
     return out
 
 
-class _Scanner:
-    """A tiny cursor over one header value; every failure is a :class:`ParseError`."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-
-    def at_end(self) -> bool:
-        return self.pos >= len(self.text)
-
-    def skip_ws(self) -> bool:
-        start = self.pos
-        while self.pos < len(self.text) and self.text[self.pos] in _WSP:
-            self.pos += 1
-        return self.pos > start
-
-    def token(self, what: str) -> str:
-        start = self.pos
-        while self.pos < len(self.text) and self.text[self.pos] in _TOKEN_CHARS:
-            self.pos += 1
-        if self.pos == start:
-            raise ParseError(f"expected {what} at offset {start} of auth header")
-        return self.text[start : self.pos]
-
-    def expect(self, char: str) -> None:
-        if self.text[self.pos : self.pos + 1] != char:
-            raise ParseError(f"expected {char!r} at offset {self.pos} of auth header")
-        self.pos += 1
-
-    def quoted(self) -> str:
-        # RFC 3261 §25.1: qdtext = LWS / %x21 / %x23-5B / %x5D-7E / UTF8-NONASCII;
-        # quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F). CR/LF were rejected by _unfold.
-        start = self.pos
-        self.expect('"')
-        out: list[str] = []
-        while self.pos < len(self.text):
-            c = self.text[self.pos]
-            self.pos += 1
-            if c == '"':
-                return "".join(out)
-            if c == "\\":
-                if self.pos >= len(self.text):
-                    break
-                escaped = self.text[self.pos]
-                if ord(escaped) > 0x7F:
-                    raise ParseError("non-ASCII character escaped in quoted string")
-                out.append(escaped)
-                self.pos += 1
-            elif 0xD800 <= ord(c) <= 0xDFFF:
-                # A surrogate is how the message parser carries bytes that are not UTF-8.
-                raise ParseError("invalid UTF-8 in quoted string")
-            elif c in _WSP or (0x21 <= ord(c) <= 0x7E) or ord(c) > 0x7F:
-                out.append(c)
-            else:
-                raise ParseError(f"control character in quoted string at offset {self.pos - 1}")
-        raise ParseError(f"unterminated quoted string starting at offset {start}")
+def _unquote(raw: str) -> str:
+    """The content of a quoted-string, checked against qdtext / quoted-pair."""
+    if "\\" not in raw:
+        if _BAD_QDTEXT.search(raw):
+            raise ParseError("control character or invalid UTF-8 in quoted string")
+        return raw
+    if any(ord(c) > 0x7F for c in _QUOTED_PAIR.findall(raw)):
+        raise ParseError("non-ASCII character escaped in quoted string")
+    # Escaped controls are legal quoted-pairs (except CR/LF, gone with _unfold): check the
+    # text with the pairs removed.
+    if _BAD_QDTEXT.search(_QUOTED_PAIR.sub("", raw)):
+        raise ParseError("control character or invalid UTF-8 in quoted string")
+    return _QUOTED_PAIR.sub(r"\1", raw)
 
 
 def _parse_digest(value: str) -> dict[str, tuple[str, str]]:
@@ -265,45 +233,41 @@ def _parse_digest(value: str) -> dict[str, tuple[str, str]]:
 
     Raises :class:`UnsupportedSchemeError` for another scheme, :class:`ParseError` for bad syntax.
     """
-    s = _Scanner(_unfold(value))
-    s.skip_ws()
-    scheme = s.token("auth scheme")
-    if scheme.lower() != "digest":
-        raise UnsupportedSchemeError(scheme)
-    if not s.skip_ws() or s.at_end():
+    text = _unfold(value)
+    m = _SCHEME.match(text)
+    if m is None:
+        raise ParseError("expected auth scheme at offset 0 of auth header")
+    if m.group(1).lower() != "digest":
+        raise UnsupportedSchemeError(m.group(1))
+    pos = m.end()
+    if pos >= len(text) or not text[m.start(1) + len(m.group(1)) :].startswith((" ", "\t")):
         raise ParseError("Digest without parameters")
     params: dict[str, tuple[str, str]] = {}
     while True:
-        name = s.token("parameter name")
-        s.skip_ws()
-        s.expect("=")
-        s.skip_ws()
-        if s.text[s.pos : s.pos + 1] == '"':
-            param_value = s.quoted()
-        else:
-            param_value = s.token(f"value of {name!r}")
+        p = _PARAM.match(text, pos)
+        if p is None:
+            raise ParseError(f"malformed auth parameter at offset {pos} of auth header")
+        name, quoted, bare, sep = p.groups()
+        param_value = bare if quoted is None else _unquote(quoted)
         if name.lower() in params:
             # RFC 7616 §3.3: each parameter at most once; a repeat is ambiguous.
             raise ParseError(f"duplicate auth parameter {name!r}")
         params[name.lower()] = (name, param_value)
-        s.skip_ws()
-        if s.at_end():
+        pos = p.end()
+        if not sep:
             return params
-        s.expect(",")
-        s.skip_ws()
+        if pos >= len(text) or not text[pos:].strip(" \t"):
+            raise ParseError("trailing comma in auth header")
 
 
 def _quote(value: str) -> str:
     if "\r" in value or "\n" in value:
         raise LocalProtocolError("CR or LF cannot appear in an auth parameter")
-    out = ['"']
-    for c in value:
-        # Escape the delimiters and every ASCII control but tab, which qdtext allows.
-        if c in '"\\' or (ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F:
-            out.append("\\")
-        out.append(c)
-    out.append('"')
-    return "".join(out)
+    # Escape the delimiters and every ASCII control but tab, which qdtext allows.
+    return '"' + _NEEDS_ESCAPE.sub(r"\\\g<0>", value) + '"'
+
+
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x08\x0b-\x1f\x7f]')
 
 
 def _bare(name: str, value: str) -> str:
