@@ -9,6 +9,7 @@ import signal
 import sys
 from importlib.metadata import version
 
+from pbx.runtime import tune_gc
 from pbx.service import SipCore
 from pbx.settings import SipSettings
 from pbx.transport import install_best_loop
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 async def _run(settings: SipSettings, loop_name: str) -> None:
     core = SipCore(settings)
     await core.start()
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

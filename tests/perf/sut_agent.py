@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from support.agent import Agent, AgentConfig
 
+from pbx.runtime import tune_gc
 from pbx.transport import install_best_loop
 
 
@@ -24,6 +25,7 @@ async def main(port: int, users: int, password: str) -> None:
     accounts = {f"u{i:07d}": password for i in range(users)}
     agent = Agent(AgentConfig(users=accounts, algorithms=("MD5",)))
     await agent.start("UDP", port)
+    tune_gc()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     print("ready", flush=True)
