@@ -424,7 +424,7 @@ def test_bad_attribute_raises_when_read(line: str, accessor: str, reason: str) -
 # --- properties -------------------------------------------------------------------------------
 
 TOKEN = st.text(string.ascii_letters + string.digits + "-._+!#$%&'*^`{|}~/", min_size=1, max_size=8)
-TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\r\n\0"), max_size=12)
+TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\r\n\0"), max_size=12)
 NUMBER = st.integers(0, 2**64)
 UNKNOWN_TYPES = sorted(set(string.ascii_letters) - set("vosiuepcbtrzkam"))
 EXTRA = st.lists(st.tuples(st.sampled_from(UNKNOWN_TYPES), TEXT), max_size=2).map(tuple)
