@@ -41,6 +41,7 @@ import ipaddress
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from pbx.sdp.errors import SdpNotAcceptable, SdpParseError, show
 from pbx.sdp.session import (
@@ -177,7 +178,7 @@ class SdpLeg:
         Raises :class:`SdpNotAcceptable` (488) if no audio stream would remain, and
         :class:`SdpError` if ``remote_offer`` has no usable address for a stream it wants.
         """
-        media_targets(remote_offer)  # check the remote's addresses before anyone rings
+        _check_addresses(remote_offer)  # before the other side rings
         out: list[MediaDescription] = []
         reasons: list[str] = []
         for i, m in enumerate(remote_offer.media):
@@ -188,7 +189,9 @@ class SdpLeg:
                 continue
             direction = _effective_direction(remote_offer, m)
             pt_map = {f: f for f in formats}
-            out.append(self._stream(m, self.ports[i], pt_map, direction, m.rtcp_mux))
+            out.append(
+                _stream(m, m, self.ports[i], pt_map, direction=direction, rtcp_mux=m.rtcp_mux)
+            )
         if not _has_audio(out):
             raise SdpNotAcceptable("no acceptable audio stream (" + "; ".join(reasons) + ")")
         return self._send(remote_offer.times, out)
@@ -209,7 +212,7 @@ class SdpLeg:
                 f"the answer has {len(remote_answer.media)} media sections, "
                 f"the offer {len(offer.media)} (RFC 3264 §6)"
             )
-        media_targets(remote_answer)
+        _check_addresses(remote_answer)
         out: list[MediaDescription] = []
         for i, (o, a) in enumerate(zip(offer.media, remote_answer.media, strict=True)):
             formats, reason = self._relayable(o, i)
@@ -220,75 +223,43 @@ class SdpLeg:
                 raise SdpNotAcceptable(
                     f"media {i}: the answer has {show(a.kind)} for offered {show(o.kind)}"
                 )
-            pt_map = _map_answer_formats(i, a, o, formats)
+            pt_map = _map_answer_formats(i, a, formats)
             allowed = _effective_direction(offer, o).reversed()
             direction = _effective_direction(remote_answer, a) & allowed
-            stream = self._stream(a, self.ports[i], pt_map, direction, o.rtcp_mux)
-            out.append(replace(stream, kind=o.kind, proto=o.proto))
+            out.append(
+                _stream(a, o, self.ports[i], pt_map, direction=direction, rtcp_mux=o.rtcp_mux)
+            )
         if not _has_audio(out):
             raise SdpNotAcceptable("the answer accepts no audio stream")
         return self._send(offer.times, out)
 
-    def _relayable(self, media: MediaDescription, index: int) -> tuple[list[str], str | None]:
-        """The formats the box relays from an offered stream, or why it rejects the stream."""
+    def _relayable(
+        self, media: MediaDescription, index: int
+    ) -> tuple[dict[str, Codec | None], str | None]:
+        """The formats (with their codecs) the box relays from an offered stream, in order, or
+        why it rejects the stream."""
         if media.port == 0:
-            return [], "disabled by the offerer"
+            return {}, "disabled by the offerer"
         if index >= len(self.ports) or self.ports[index] == 0:
-            return [], "no port allocated on the box"
+            return {}, "no port allocated on the box"
+        codecs = media.format_codecs
         if media.kind in self.policy.passthrough_kinds:
-            return list(media.formats), None
+            return dict(zip(media.formats, codecs, strict=True)), None
         if media.kind != "audio":
-            return [], f"{show(media.kind)} is not relayed"
+            return {}, f"{show(media.kind)} is not relayed"
         if media.proto not in RELAYED_PROTOS:
-            return [], f"audio over {show(media.proto)} is not relayed"
-        policy = self.policy.codecs
-        kept: list[str] = []
+            return {}, f"audio over {show(media.proto)} is not relayed"
+        allowed = self.policy.codecs
+        kept: dict[str, Codec | None] = {}
         speech = False
-        for fmt, codec in zip(media.formats, _codecs_by_format(media), strict=True):
-            if codec is not None and codec.name.lower() in policy:
-                kept.append(fmt)
-                speech = speech or codec.name.lower() not in NOT_SPEECH
+        for fmt, codec in zip(media.formats, codecs, strict=True):
+            if codec is not None and (name := codec.name.lower()) in allowed:
+                kept[fmt] = codec
+                speech = speech or name not in NOT_SPEECH
         if not speech:
-            offered = ", ".join(
-                _describe(c, f)
-                for f, c in zip(media.formats, _codecs_by_format(media), strict=True)
-            )
-            return [], f"no codec in common (offered {show(offered, 80)})"
+            offered = ", ".join(_describe(c, f) for f, c in zip(media.formats, codecs, strict=True))
+            return {}, f"no codec in common (offered {show(offered, 80)})"
         return kept, None
-
-    def _stream(
-        self,
-        source: MediaDescription,
-        port: int,
-        pt_map: dict[str, str],
-        direction: Direction,
-        rtcp_mux: bool,
-    ) -> MediaDescription:
-        """``source`` with the box's port, formats renamed by ``pt_map`` (in order), the
-        attributes of other formats and of the peer's transport dropped."""
-        attrs: list[Attribute] = []
-        for a in source.attributes:
-            if a.name in PER_FORMAT:
-                fmt, sep, rest = (a.value or "").partition(" ")
-                if fmt == "*" and a.name == "rtcp-fb":
-                    attrs.append(a)
-                elif fmt in pt_map:
-                    attrs.append(Attribute(a.name, pt_map[fmt] + sep + rest))
-            elif a.name not in PEER_TRANSPORT:
-                attrs.append(a)
-        attrs.append(Attribute(direction.value))
-        if rtcp_mux:
-            attrs.append(Attribute("rtcp-mux"))
-        formats = tuple(dict.fromkeys(pt_map.values()))
-        return replace(
-            source,
-            port=port,
-            port_count=1,
-            formats=formats,
-            connection=None,
-            key=None,
-            attributes=tuple(attrs),
-        )
 
     def _send(self, times: tuple[Timing, ...], media: list[MediaDescription]) -> SessionDescription:
         """The SDP with this leg's o= line; sess-version + 1 only when it changed (§8)."""
@@ -324,10 +295,7 @@ def media_targets(sdp: SessionDescription) -> list[MediaTarget]:
                 MediaTarget(i, m.kind, "", 0, "", 0, False, codecs, Direction.INACTIVE, None)
             )
             continue
-        conn = sdp.connection_of(m)
-        if conn is None:
-            raise SdpParseError(f"media {i} has no c= line and the session none either")
-        address = _ip_address(conn, i)
+        address = _ip_address(_connection(sdp, m, i))
         mux = m.rtcp_mux
         rtcp = m.rtcp
         rtcp_address = address
@@ -336,7 +304,7 @@ def media_targets(sdp: SessionDescription) -> list[MediaTarget]:
         elif rtcp is not None:
             rtcp_port = rtcp.port
             if rtcp.connection is not None:
-                rtcp_address = _ip_address(rtcp.connection, i)
+                rtcp_address = _ip_address(rtcp.connection)
         else:
             rtcp_port = m.port + 1
         codecs = m.codecs
@@ -377,25 +345,31 @@ def _effective_direction(sdp: SessionDescription, media: MediaDescription) -> Di
     return direction
 
 
-def _ip_address(conn: Connection, index: int) -> str:
+def _check_addresses(sdp: SessionDescription) -> None:
+    for i, m in enumerate(sdp.media):
+        if m.port != 0:
+            _ip_address(_connection(sdp, m, i))
+
+
+def _connection(sdp: SessionDescription, media: MediaDescription, index: int) -> Connection:
+    conn = media.connection or sdp.connection
+    if conn is None:  # the parser checks this; a description built in code may still lack it
+        raise SdpParseError(f"media {index} has no c= line and the session none either")
+    return conn
+
+
+@lru_cache(maxsize=1024)  # the same few peers' addresses, over and over
+def _ip_address(conn: Connection) -> str:
     if conn.nettype != "IN" or conn.addrtype not in ("IP4", "IP6"):
-        raise SdpNotAcceptable(f"media {index}: unsupported address type {show(str(conn))}")
+        raise SdpNotAcceptable(f"unsupported address type {show(str(conn))}")
     try:
         ip = ipaddress.ip_address(conn.host)
     except ValueError:
         # A host name would need DNS, which a sans-IO layer cannot do; phones send addresses.
-        raise SdpNotAcceptable(
-            f"media {index}: c= address {show(conn.host)} is not an IP address"
-        ) from None
+        raise SdpNotAcceptable(f"c= address {show(conn.host)} is not an IP address") from None
     if (ip.version == 4) != (conn.addrtype == "IP4"):
-        raise SdpParseError(f"media {index}: {show(str(conn))} mixes up IP4 and IP6")
+        raise SdpParseError(f"{show(str(conn))} mixes up IP4 and IP6")
     return ip.compressed
-
-
-def _codecs_by_format(media: MediaDescription) -> list[Codec | None]:
-    if not media.is_rtp:
-        return [None] * len(media.formats)
-    return [media.codec(f) for f in media.formats]
 
 
 def _safe_codecs(media: MediaDescription) -> tuple[Codec, ...]:
@@ -411,19 +385,17 @@ def _describe(codec: Codec | None, fmt: str) -> str:
 
 
 def _map_answer_formats(
-    index: int, answer: MediaDescription, offer: MediaDescription, offered: list[str]
+    index: int, answer: MediaDescription, offered: dict[str, Codec | None]
 ) -> dict[str, str]:
-    """Answer format -> offer format, in the answer's order (RFC 3264 §6.1). The answerer
+    """Answer format -> offered format, in the answer's order (RFC 3264 §6.1). The answerer
     should reuse the offer's numbers, but may not; a codec the offer lacked is an error."""
-    offer_codecs = dict(zip(offer.formats, _codecs_by_format(offer), strict=True))
     by_key: dict[tuple[str, int, int], str] = {}
-    for fmt in offered:
-        codec = offer_codecs[fmt]
+    for fmt, codec in offered.items():
         if codec is not None:
             by_key.setdefault(codec.key, fmt)
     out: dict[str, str] = {}
-    for fmt, codec in zip(answer.formats, _codecs_by_format(answer), strict=True):
-        mine = offer_codecs.get(fmt) if fmt in offered else None
+    for fmt, codec in zip(answer.formats, answer.format_codecs, strict=True):
+        mine = offered.get(fmt)
         if fmt in offered and (codec is None or mine is None or codec.key == mine.key):
             out[fmt] = fmt
         elif codec is not None and codec.key in by_key:
@@ -436,6 +408,44 @@ def _map_answer_formats(
     if not out:
         raise SdpNotAcceptable(f"media {index}: the answer accepts the stream without a format")
     return out
+
+
+def _stream(
+    source: MediaDescription,
+    offered: MediaDescription,
+    port: int,
+    pt_map: dict[str, str],
+    *,
+    direction: Direction,
+    rtcp_mux: bool,
+) -> MediaDescription:
+    """``source`` as the box writes it: the offer's kind and proto, the box's port, formats
+    renamed by ``pt_map`` (in its order), attributes of other formats and of the peer's own
+    transport dropped, then the direction and rtcp-mux."""
+    attrs: list[Attribute] = []
+    for a in source.attributes:
+        if a.name in PER_FORMAT:
+            fmt, sep, rest = (a.value or "").partition(" ")
+            if fmt == "*" and a.name == "rtcp-fb":
+                attrs.append(a)
+            elif fmt in pt_map:
+                mine = pt_map[fmt]
+                attrs.append(a if mine == fmt else Attribute(a.name, mine + sep + rest))
+        elif a.name not in PEER_TRANSPORT:
+            attrs.append(a)
+    attrs.append(Attribute(direction.value))
+    if rtcp_mux:
+        attrs.append(Attribute("rtcp-mux"))
+    return MediaDescription(
+        kind=offered.kind,
+        port=port,
+        proto=offered.proto,
+        formats=tuple(dict.fromkeys(pt_map.values())),
+        title=source.title,
+        bandwidths=source.bandwidths,
+        attributes=tuple(attrs),
+        extra=source.extra,
+    )
 
 
 def _rejected(media: MediaDescription) -> MediaDescription:

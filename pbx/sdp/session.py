@@ -20,9 +20,11 @@ an old phone) survive a round trip unchanged. Changes make new values: use
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import string
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import lru_cache
 from typing import Self
 
 from pbx.sdp.errors import SdpNotAcceptable, SdpParseError, show
@@ -284,17 +286,18 @@ class MediaDescription(_Attributes):
         return self.rtpmaps.get(pt) or STATIC_PAYLOAD_TYPES.get(pt)
 
     @property
+    def format_codecs(self) -> tuple[Codec | None, ...]:
+        """The codec of each format, in m= line order: ``None`` for a dynamic payload type
+        without rtpmap, and for every format of a non-RTP stream."""
+        if not self.is_rtp:
+            return (None,) * len(self.formats)
+        maps = self.rtpmaps
+        return tuple(maps.get(pt) or STATIC_PAYLOAD_TYPES.get(pt) for pt in self.payload_types)
+
+    @property
     def codecs(self) -> tuple[Codec, ...]:
         """The codecs of the formats in m= line order; dynamic types without rtpmap left out."""
-        if not self.is_rtp:
-            return ()
-        maps = self.rtpmaps
-        out = []
-        for pt in self.payload_types:
-            codec = maps.get(pt) or STATIC_PAYLOAD_TYPES.get(pt)
-            if codec is not None:
-                out.append(codec)
-        return tuple(out)
+        return tuple(c for c in self.format_codecs if c is not None)
 
     @property
     def fmtp(self) -> dict[str, str]:
@@ -420,10 +423,10 @@ class SessionDescription(_Attributes):
 
 # --- parsing -------------------------------------------------------------------------------
 
-# Types allowed once at the session level / in a media description, and repeatable ones.
+# Line types that may appear once at the session level, and all types known there.
 _SESSION_ONCE = frozenset("vosiuck")
 _SESSION_KNOWN = frozenset("vosiuepcbtrzkam")
-_MEDIA_KNOWN = frozenset("icbka")
+_TYPES = frozenset(string.ascii_letters)
 
 
 def parse_sdp(data: bytes) -> SessionDescription:
@@ -436,22 +439,38 @@ def parse_sdp(data: bytes) -> SessionDescription:
         text = text.replace("\r\n", "\n")
         if "\r" in text:
             raise SdpParseError("SDP contains a CR that does not end a line")
-    lines = _lines(text)
-    first = next(lines, None)
-    if first is None:
+    lines = text.split("\n")
+    start = 0
+    while start < len(lines) and not lines[start]:
+        start += 1
+    if start == len(lines):
         raise SdpParseError("SDP body is empty")
-    if first[1] != "v":
+    if not lines[start].startswith("v="):
         raise SdpParseError("SDP does not start with a v= line")
-    if first[2] != "0":
-        raise SdpNotAcceptable(f"unsupported SDP version {show(first[2])}")
+    if lines[start] != "v=0" and _int(lines[start][2:], "v= version") != 0:
+        raise SdpNotAcceptable(f"unsupported SDP version {show(lines[start][2:])}")
     session = _SessionBuilder()
     media: list[MediaDescription] = []
     current: _MediaBuilder | None = None
-    for lineno, kind, value in lines:
-        if kind == "m":
+    attrs = session.attrs  # a= lines are most lines: they skip the builders' dispatch
+    for lineno in range(start + 2, len(lines) + 1):
+        line = lines[lineno - 1]
+        if not line:
+            continue  # blank lines (a trailing one, mostly) carry nothing
+        kind = line[0]
+        if line[1:2] != "=" or kind not in _TYPES:
+            raise SdpParseError(f"line {lineno} is not type=value: {show(line)}")
+        value = line[2:]
+        if kind == "a":
+            attribute = _attribute(value)
+            if attribute is None:
+                raise SdpParseError(f"line {lineno}: bad a= line {show(value)}")
+            attrs.append(attribute)
+        elif kind == "m":
             if current is not None:
                 media.append(current.build())
             current = _MediaBuilder(lineno, value)
+            attrs = current.attrs
         elif current is not None:
             current.add(lineno, kind, value)
         else:
@@ -461,21 +480,12 @@ def parse_sdp(data: bytes) -> SessionDescription:
     return session.build(tuple(media))
 
 
-def _lines(text: str) -> Iterator[tuple[int, str, str]]:
-    for lineno, line in enumerate(text.split("\n"), 1):
-        if not line:
-            continue  # blank lines (a trailing one, mostly) carry nothing
-        if len(line) < 2 or line[1] != "=" or not line[0].isascii() or not line[0].isalpha():
-            raise SdpParseError(f"line {lineno} is not type=value: {show(line)}")
-        yield lineno, line[0], line[2:]
-
-
 class _SessionBuilder:
     __slots__ = ("attrs", "bws", "conn", "emails", "extra", "info", "key", "name", "origin",
                  "phones", "seen", "times", "uri")  # fmt: skip
 
     def __init__(self) -> None:
-        self.seen: set[str] = set()
+        self.seen = {"v"}  # the parser has read it
         self.origin: Origin | None = None
         self.name: str | None = None
         self.info: str | None = None
@@ -494,9 +504,7 @@ class _SessionBuilder:
             if kind in self.seen:
                 raise SdpParseError(f"line {lineno}: a second {kind}= line in the session")
             self.seen.add(kind)
-        if kind == "a":
-            self.attrs.append(_parse_attribute(lineno, value))
-        elif kind == "o":
+        if kind == "o":
             self.origin = _parse_origin(lineno, value)
         elif kind == "s":
             self.name = value
@@ -527,8 +535,6 @@ class _SessionBuilder:
             self.phones.append(value)
         elif kind == "k":
             self.key = value
-        elif kind == "v":
-            raise SdpParseError(f"line {lineno}: a second v= line")
         else:
             self.extra.append((kind, value))
 
@@ -571,9 +577,7 @@ class _MediaBuilder:
         self.extra: list[tuple[str, str]] = []
 
     def add(self, lineno: int, kind: str, value: str) -> None:
-        if kind == "a":
-            self.attrs.append(_parse_attribute(lineno, value))
-        elif kind == "c":
+        if kind == "c":
             if self.conn is not None:
                 # Legal for layered multicast (§5.7), which an office PBX never relays.
                 raise SdpNotAcceptable(f"line {lineno}: several c= lines in one media section")
@@ -640,10 +644,11 @@ def _parse_bandwidth(lineno: int, value: str) -> Bandwidth:
     return Bandwidth(bwtype, _int(amount, "bandwidth"))
 
 
-def _parse_attribute(lineno: int, value: str) -> Attribute:
+@lru_cache(maxsize=2048)  # values are immutable: one object per common line ("a=sendrecv")
+def _attribute(value: str) -> Attribute | None:
     name, sep, rest = value.partition(":")
     if not name or " " in name:
-        raise SdpParseError(f"line {lineno}: bad a= line {show(value)}")
+        return None
     return Attribute(name, rest if sep else None)
 
 
@@ -664,6 +669,7 @@ def _parse_media_line(lineno: int, value: str) -> tuple[str, int, int, str, tupl
     return kind, port, count, proto, tuple(formats)
 
 
+@lru_cache(maxsize=512)  # the same few rtpmap lines come in every call
 def _parse_rtpmap(value: str) -> Codec:
     # a=rtpmap:<payload type> <encoding name>/<clock rate>[/<encoding parameters>]
     pt_text, _, encoding = value.partition(" ")

@@ -351,6 +351,8 @@ BAD = [
     ("", 400, "empty"),
     ("o=- 1 2 IN IP4 10.0.0.1\n", 400, "does not start with a v= line"),
     ("v=1\n" + HEAD[4:], 488, "unsupported SDP version"),
+    ("v=zero\n" + HEAD[4:], 400, "bad v= version"),
+    ("\n\n", 400, "empty"),
     ("v=0\ns=-\nt=0 0\n", 400, "no o= line"),
     ("v=0\no=- 1 2 IN IP4 10.0.0.1\nt=0 0\n", 400, "no s= line"),
     ("v=0\no=- 1 2 IN IP4\ns=-\n", 400, "bad o= line"),
