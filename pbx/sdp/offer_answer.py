@@ -87,7 +87,6 @@ PEER_TRANSPORT = frozenset(
 # Attributes whose value starts with the payload type they describe.
 PER_FORMAT = frozenset({"rtpmap", "fmtp", "rtcp-fb"})
 UNSPECIFIED = frozenset({"0.0.0.0", "::"})
-_DIRECTION_NAMES = frozenset(d.value for d in Direction)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,13 +241,14 @@ class SdpLeg:
             return {}, "disabled by the offerer"
         if index >= len(self.ports) or self.ports[index] == 0:
             return {}, "no port allocated on the box"
+        if media.is_rtp and media.proto not in RELAYED_PROTOS:
+            # Its keys or DTLS setup are dropped with the peer's transport attributes.
+            return {}, f"{show(media.kind)} over {show(media.proto)} is not relayed"
         codecs = media.format_codecs
         if media.kind in self.policy.passthrough_kinds:
             return dict(zip(media.formats, codecs, strict=True)), None
-        if media.kind != "audio":
-            return {}, f"{show(media.kind)} is not relayed"
-        if media.proto not in RELAYED_PROTOS:
-            return {}, f"audio over {show(media.proto)} is not relayed"
+        if media.kind != "audio" or not media.is_rtp:
+            return {}, f"{show(media.kind)} over {show(media.proto)} is not relayed"
         allowed = self.policy.codecs
         kept: dict[str, Codec | None] = {}
         speech = False
@@ -444,7 +444,7 @@ def _stream(
         title=source.title,
         bandwidths=source.bandwidths,
         attributes=tuple(attrs),
-        extra=source.extra,
+        # extra: lines of unknown type are left out; the box cannot vouch for them
     )
 
 

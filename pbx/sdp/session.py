@@ -282,7 +282,7 @@ class MediaDescription(_Attributes):
 
     def codec(self, fmt: str | int) -> Codec | None:
         """The codec of a format: its rtpmap, else its static payload type, else ``None``."""
-        pt = _int(str(fmt), "payload type") if isinstance(fmt, str) else fmt
+        pt = _int(fmt, "payload type") if isinstance(fmt, str) else fmt
         return self.rtpmaps.get(pt) or STATIC_PAYLOAD_TYPES.get(pt)
 
     @property

@@ -249,12 +249,13 @@ def test_peer_transport_attributes_are_dropped() -> None:
             "a=candidate:1 1 UDP 2130706431 192.0.2.9 5004 typ host\n"
             "a=ssrc:1 cname:x\na=rtcp-fb:0 nack\na=rtcp-fb:8 nack\n"
             "a=rtpmap:101 telephone-event/8000\n"
-            "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\n"
+            "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\ny=0100000001\n"
         )
     )
     _, leg_b = legs()
     audio = leg_b.offer_from(offer).media[0]
     assert audio.proto == "RTP/AVPF"
+    assert offer.media[0].extra == (("y", "0100000001"),) and audio.extra == ()
     assert [str(a) for a in audio.attributes] == [
         "rtcp-fb:0 nack",  # feedback for a format that was not offered is dropped
         "rtpmap:101 telephone-event/8000",
@@ -473,6 +474,9 @@ def test_video_passed_through_when_configured() -> None:
     # With only one port allocated on a leg, the second stream is refused, not the call.
     narrow = SdpLeg(BOX, [40000], session_id=3, policy=policy)
     assert [m.port for m in narrow.offer_from(offer_a).media] == [40000, 0]
+    # SRTP video is not passed: its keys would be dropped with the peer's transport lines.
+    srtp = offer_a.with_media(1, dataclasses.replace(offer_a.media[1], proto="RTP/SAVPF"))
+    assert [m.port for m in legs(policy)[1].offer_from(srtp).media] == [40000, 0]
 
 
 def test_ipv6_offer_through_an_ipv4_box_leg_and_back() -> None:
@@ -539,11 +543,11 @@ def test_g722_only_call_is_not_refused() -> None:
     ("m_line", "fragment"),
     [
         ("m=audio 5000 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x", "RTP/SAVP"),
-        ("m=video 5000 RTP/AVP 96\na=rtpmap:96 VP8/90000", "'video' is not relayed"),
+        ("m=video 5000 RTP/AVP 96\na=rtpmap:96 VP8/90000", "'video' over 'RTP/AVP' is not relayed"),
         ("m=audio 5000 RTP/AVP 101 13\na=rtpmap:101 telephone-event/8000", "no codec in common"),
         ("m=audio 5000 RTP/AVP 96\na=rtpmap:96 speex/16000", "speex/16000"),
         ("m=audio 0 RTP/AVP 0", "disabled by the offerer"),
-        ("m=image 5000 udptl t38", "'image' is not relayed"),
+        ("m=image 5000 udptl t38", "'image' over 'udptl' is not relayed"),
     ],
 )
 def test_offers_without_a_relayable_audio_stream_are_488(m_line: str, fragment: str) -> None:
