@@ -8,6 +8,7 @@ re-INVITE, BYE.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import socket
 import subprocess
@@ -39,6 +40,30 @@ def free_udp_port() -> int:
         return port
 
 
+def wait_until_answering(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Probe with OPTIONS until baresip answers (it has no other readiness signal)."""
+    deadline = time.monotonic() + 20
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((BOX, 0))
+        sock.settimeout(0.2)
+        local = sock.getsockname()[1]
+        for n in itertools.count(1):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            probe = (
+                f"OPTIONS sip:bob@{BOX}:{port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {BOX}:{local};branch=z9hG4bKprobe{n}\r\n"
+                f"From: <sip:probe@{BOX}>;tag=p\r\nTo: <sip:bob@{BOX}>\r\n"
+                f"Call-ID: probe@{BOX}\r\nCSeq: {n} OPTIONS\r\nMax-Forwards: 70\r\n"
+                "Content-Length: 0\r\n\r\n"
+            )
+            sock.sendto(probe.encode(), (BOX, port))
+            try:
+                sock.recvfrom(65535)
+                return
+            except TimeoutError:
+                continue
+
+
 @pytest.fixture
 def baresip(tmp_path: Path) -> Iterator[int]:
     """A baresip that auto-answers on 127.0.0.1; yields its SIP port."""
@@ -63,8 +88,7 @@ def baresip(tmp_path: Path) -> Iterator[int]:
         env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )
     try:
-        time.sleep(1.0)  # baresip has no readiness signal; it binds within a few ms
-        assert proc.poll() is None, (tmp_path / "baresip.log").read_text()
+        wait_until_answering(port, proc, tmp_path / "baresip.log")
         yield port
     finally:
         proc.kill()  # calls are torn down by BYE already; nothing is lost
