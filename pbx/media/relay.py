@@ -16,13 +16,15 @@ Where to send (symmetric RTP / latching, for phones behind NAT):
   (RFC 1918, CGNAT 100.64/10, loopback, link-local, ULA) or not known yet, since the phone
   then wrote its own private address behind a NAT. ``STRICT``: the SDP's IP only.
   ``OFF``: no latching, media always goes to the SDP address and any source is relayed.
+  The relay's policy applies to every leg unless a leg is given its own (``leg.latching``).
 - A latch is redone when :meth:`Leg.set_remote` changes the SDP address (re-INVITE), or when
   the latched source has been silent for ``relatch_after`` seconds (default 3 s) and an
   acceptable source sends: long enough that two sources cannot take turns packet by packet,
   short enough that a NAT rebinding or Wi-Fi roam costs a phone about 3 s of one-way audio.
   RTCP on its own socket latches the same way, independently.
 
-Hold: the SDP direction is recorded with :meth:`Leg.set_remote` / :meth:`Leg.set_direction`.
+Hold: the SDP direction is recorded with :meth:`Leg.set_remote` / :meth:`Leg.set_direction`
+(an old-style ``c=0.0.0.0`` hold leaves the leg with nowhere to send).
 The relay still forwards what arrives (the phones already know from SDP what to send; a relay
 that dropped it would only hide misbehaviour) and keeps counting. A held session is exempt
 from dead-media detection, because phones on hold legitimately stop sending.
@@ -357,42 +359,56 @@ class Leg(asyncio.DatagramProtocol):
         rtcp_port: int | None = None,
         rtcp_mux: bool = False,
         *,
-        direction: SdpDirection | None = None,
+        direction: SdpDirection = "sendrecv",
         dtmf_payload_type: int | None = None,
-        clock_rate: int | None = None,
+        clock_rate: int = 8000,
     ) -> None:
-        """The remote's expected address from SDP (again on every re-INVITE).
+        """This leg's remote as its SDP describes it; call again with every new SDP
+        (re-INVITE, UPDATE): each call states the whole picture.
 
         ``host`` is an IP literal (``c=``), ``rtp_port`` the ``m=`` port (0: stream
         rejected, nothing is sent), ``rtcp_port`` from ``a=rtcp`` (default ``rtp_port + 1``),
-        ``rtcp_mux`` when both sides agreed on ``a=rtcp-mux``. ``dtmf_payload_type`` is the
-        telephone-event payload type of packets *from* this phone; ``clock_rate`` that of its
-        audio (for jitter). A changed address drops the latch, so the phone's next packet
-        latches afresh.
+        ``rtcp_mux`` when both sides agreed on ``a=rtcp-mux``, ``direction`` the SDP direction
+        attribute. ``dtmf_payload_type`` is the telephone-event payload type of packets *from*
+        this phone (None: not negotiated); ``clock_rate`` that of its audio, for jitter.
+        A changed address drops the latch, so the phone's next packet latches afresh; the same
+        address keeps it (a hold/resume re-INVITE does not disturb NATed media).
         """
         try:
             ip = ipaddress.ip_address(host)
         except ValueError as exc:
             raise InvalidRemote(f"remote host {host!r} is not an IP address") from exc
-        if (ip.version == 6) != (self.ports.rtp_socket.family.name == "AF_INET6"):
+        if (ip.version == 6) != (":" in self.ports.host):
             raise InvalidRemote(f"remote {host} and the relay's {self.ports.host} differ in family")
         if not 0 <= rtp_port <= 65535 or not 0 <= (rtcp_port or 0) <= 65535:
             raise InvalidRemote(f"remote port {rtp_port}/{rtcp_port} out of range")
+        if dtmf_payload_type is not None and not 0 <= dtmf_payload_type < 128:
+            raise InvalidRemote(f"payload type {dtmf_payload_type} out of range")
+        if clock_rate <= 0:
+            raise InvalidRemote(f"clock rate {clock_rate} is not positive")
+        self.set_direction(direction)
         text = str(ip)
-        sdp = (text, rtp_port) if rtp_port else None
-        sdp_rtcp = (text, rtcp_port or rtp_port + 1) if rtp_port else None
+        # Port 0 rejects the stream; c=0.0.0.0 is RFC 2543 hold: nothing to send to either.
+        usable = rtp_port != 0 and not ip.is_unspecified
+        sdp = (text, rtp_port) if usable else None
+        sdp_rtcp = (text, rtcp_port or rtp_port + 1) if usable else None
         if sdp != self._sdp or sdp_rtcp != self._sdp_rtcp or rtcp_mux != self.rtcp_mux:
             self._sdp, self._sdp_rtcp, self.rtcp_mux = sdp, sdp_rtcp, rtcp_mux
-            self._sdp_open = ip.is_unspecified or not ip.is_global
+            self._sdp_open = not ip.is_global
             self._unlatch()
-        if direction is not None:
-            self.set_direction(direction)
-        if dtmf_payload_type is not None:
-            if not 0 <= dtmf_payload_type < 128:
-                raise InvalidRemote(f"payload type {dtmf_payload_type} out of range")
-            self._event_pt = dtmf_payload_type
-        if clock_rate is not None:
-            self.stats.clock_rate = clock_rate
+        self._event_pt = -1 if dtmf_payload_type is None else dtmf_payload_type
+        self.stats.clock_rate = clock_rate
+
+    @property
+    def latching(self) -> LatchPolicy:
+        """The latching policy of this leg (the relay's unless changed, e.g. ``STRICT`` for a
+        trunk whose media always comes from its SDP address)."""
+        return self._policy
+
+    @latching.setter
+    def latching(self, policy: LatchPolicy) -> None:
+        self._policy = policy
+        self._unlatch()
 
     def set_direction(self, direction: SdpDirection) -> None:
         """This leg's SDP direction attribute (hold: sendonly / inactive)."""
@@ -516,10 +532,10 @@ class Leg(asyncio.DatagramProtocol):
         return self._policy is LatchPolicy.OPEN and self._sdp_open
 
     def _latch(self, addr: Address) -> None:
-        if self._source is not None:
-            log.info(
-                "leg %s of %s re-latched %s -> %s", self.name, self.session, self._source, addr
-            )
+        if self._source is None:
+            log.debug("%r of %s latched to %s", self, self.session, addr)
+        else:
+            log.info("%r of %s re-latched %s -> %s", self, self.session, self._source, addr)
         self._source = self._dest = addr
         self.latched_at = self._clock()
         self.latches += 1

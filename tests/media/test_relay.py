@@ -270,6 +270,19 @@ async def test_strict_policy_needs_the_sdp_ip(
         assert (await b.recv())[0] == rtp(2)
 
 
+async def test_a_leg_can_have_its_own_policy(
+    relay: MediaRelay, phones: tuple[Phone, Phone]
+) -> None:
+    a, b = phones
+    session = await call(relay, a, b)
+    session.a.set_remote("127.0.0.2", a.address[1])  # not A's source IP; OPEN would accept
+    session.a.latching = LatchPolicy.STRICT  # e.g. a trunk: media only from its SDP address
+    a.send(rtp(1), session.a.local_address)
+    await b.nothing()
+    assert session.a.counters().strangers == 1
+    assert session.b.latching is LatchPolicy.OPEN
+
+
 async def test_latching_off_always_sends_to_the_sdp_address(
     port_range: tuple[int, int], phones: tuple[Phone, Phone]
 ) -> None:
@@ -297,6 +310,9 @@ async def test_rejected_stream_and_unknown_peer_count_no_destination(
     assert session.a.counters().no_destination == 1
     session.b.set_remote(HOST, 0)  # m=audio 0: rejected
     assert session.b.destination is None
+    session.b.set_remote("0.0.0.0", 4000)  # RFC 2543 hold: nowhere to send
+    assert session.b.destination is None
+    assert session.b.remote is None
 
 
 async def test_non_rtp_datagrams_are_ignored(
