@@ -136,6 +136,11 @@ class MediaTarget:
         return tuple(c.payload_type for c in self.codecs)
 
     @property
+    def codec(self) -> Codec | None:
+        """The first speech codec: in an answer, the one in use (its clock rate for jitter)."""
+        return _first_speech(self.codecs)
+
+    @property
     def on_hold(self) -> bool:
         """The writer does not want media (sendonly, inactive, or a 0.0.0.0 address)."""
         return self.active and not self.direction.receives
@@ -329,11 +334,13 @@ def negotiated_codec(answer: SessionDescription) -> Codec | None:
     """The codec in use: the first speech codec of the first audio stream in use (for call
     records). ``None`` if the answer has no such stream."""
     for m in answer.media:
-        if m.kind == "audio" and m.port != 0:
-            for codec in m.codecs:
-                if codec.name.lower() not in NOT_SPEECH:
-                    return codec
+        if m.kind == "audio" and m.port != 0 and (codec := _first_speech(m.codecs)) is not None:
+            return codec
     return None
+
+
+def _first_speech(codecs: tuple[Codec, ...]) -> Codec | None:
+    return next((c for c in codecs if c.name.lower() not in NOT_SPEECH), None)
 
 
 def _effective_direction(sdp: SessionDescription, media: MediaDescription) -> Direction:

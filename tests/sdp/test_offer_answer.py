@@ -648,6 +648,7 @@ def test_media_targets_with_rtcp_attribute_and_rejected_stream() -> None:
     ]  # fmt: skip
     audio, video = media_targets(sdp)
     assert audio.payload_types == (8, 0, 101) and audio.active and not audio.on_hold
+    assert audio.codec == Codec(8, "PCMA", 8000)
     assert not video.active and not video.on_hold
     assert not is_hold(sdp)  # recvonly: the writer wants media, it is the one being held
     assert negotiated_codec(sdp) == Codec(8, "PCMA", 8000)
