@@ -2,8 +2,10 @@
 
 The transports hand parsed messages in; the transaction layer decides; this class moves its
 transmits to the transports, runs its one timer on the event loop, and hands TU events to
-the transaction user (registrar, B2BUA, test agents). It holds no SIP logic of its own
-beyond §18.1.2 (responses whose top Via is not ours are dropped).
+the transaction user (registrar, B2BUA, test agents). Its only SIP logic of its own is
+§18.1.2 (responses whose top Via is not ours are dropped) and the UAC core's re-ACK of
+§13.2.2.4: an ACK sent with :meth:`SipEndpoint.send_ack` is remembered for 64*T1 and sent
+again for every retransmission of its 2xx, which the TU then does not hear of.
 """
 
 from __future__ import annotations
@@ -16,17 +18,20 @@ from ssl import SSLContext
 from typing import Protocol
 
 from pbx.sip.dialog import new_branch, new_tag
-from pbx.sip.errors import RemoteProtocolError
+from pbx.sip.errors import LocalProtocolError, RemoteProtocolError
 from pbx.sip.events import (
     Event,
     Peer,
     RequestReceived,
     ResponseReceived,
+    StrayResponse,
     TransactionTimeout,
+    Transmit,
     TransportFailed,
 )
 from pbx.sip.message import Request, Response, make_response
 from pbx.sip.timers import TimerConfig
+from pbx.sip.transaction import AckKey, ack_key
 from pbx.sip.transactions import TransactionLayer
 from pbx.transport import Transport, TransportError, TransportManager, TransportOptions
 from pbx.transport.tcp import TcpTransport
@@ -73,6 +78,8 @@ class SipEndpoint:
         self._waiters: dict[str, tuple[asyncio.Future[Response], Request]] = {}
         self._provisional: dict[str, Callable[[Response], None]] = {}
         self._own_ports: set[int] = set()
+        # ACKs for 2xx by ack_key, with when to forget them; in that order (each lives 64*T1).
+        self._acks: dict[AckKey, tuple[Transmit, float]] = {}
 
     # ------------------------------------------------------------------------- lifecycle
 
@@ -97,6 +104,7 @@ class SipEndpoint:
         for future, _ in self._waiters.values():
             future.cancel()
         self._waiters.clear()
+        self._acks.clear()
         await self.transports.close()
 
     def local(self, transport: str = "UDP") -> tuple[str, int]:
@@ -151,6 +159,24 @@ class SipEndpoint:
         self.layer.send_stateless(message, target)
         self._flush()
 
+    def send_ack(self, ack: Request, target: Peer) -> None:
+        """Send the ACK for a 2xx to an INVITE (§13.2.2.4) to ``target``.
+
+        The ACK has no transaction: it is sent once, statelessly, and remembered for 64*T1 by
+        Call-ID, CSeq number, From tag and To tag. Each retransmission of that 2xx arriving
+        meanwhile (the UAS did not get the ACK) is answered with the same ACK again and not
+        passed to the TU. A 2xx with another To tag (a fork) still goes to the TU.
+        """
+        if ack.method != "ACK":
+            raise LocalProtocolError(f"send_ack sends ACK, not {ack.method}")
+        now = self._now()
+        self._expire_acks(now)
+        key = ack_key(ack)
+        transmit = Transmit(bytes(ack), target)
+        self._acks.pop(key, None)  # a new ACK for the same 2xx replaces the old one, last
+        self._acks[key] = (transmit, now + 64 * self.layer.timers.t1)
+        self.transports.send(transmit)
+
     # ------------------------------------------------------------------ MessageSink (in)
 
     def on_message(self, message: Request | Response, source: Peer) -> None:
@@ -182,6 +208,12 @@ class SipEndpoint:
             waiter = self._waiters.get(key) if key is not None else None
             if waiter is not None and not waiter[0].done():
                 self._settle(waiter, event)
+            elif (
+                self._acks
+                and isinstance(event, ResponseReceived | StrayResponse)
+                and self._ack_again(event.response)
+            ):
+                pass  # a retransmitted 2xx, answered with its ACK again (§13.2.2.4)
             elif self.user is not None:
                 try:
                     self.user.on_event(event)
@@ -211,6 +243,25 @@ class SipEndpoint:
             status = 408 if isinstance(event, TransactionTimeout) else 503
             future.set_result(make_response(request, status))
 
+    def _ack_again(self, response: Response) -> bool:
+        """Resend the remembered ACK if ``response`` is a 2xx to an INVITE we ACKed."""
+        if not 200 <= response.status < 300 or response.cseq.method != "INVITE":
+            return False
+        self._expire_acks(self._now())
+        entry = self._acks.get(ack_key(response))
+        if entry is None:
+            return False
+        self.transports.send(entry[0])
+        return True
+
+    def _expire_acks(self, now: float) -> None:
+        acks = self._acks
+        while acks:
+            key = next(iter(acks))
+            if acks[key][1] > now:
+                return
+            del acks[key]
+
     def _flush(self) -> None:
         for transmit in self.layer.transmits():
             self.transports.send(transmit)
@@ -226,5 +277,7 @@ class SipEndpoint:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self.layer.handle_timer(self._now())
+        now = self._now()
+        self.layer.handle_timer(now)
+        self._expire_acks(now)
         self._dispatch()

@@ -58,10 +58,17 @@ class RequestReceived:
 
 @dataclass(frozen=True, slots=True)
 class AckReceived:
-    """An ACK for a 2xx (it has no transaction of its own, §17.1.1.3): goes to the dialog."""
+    """An ACK for a 2xx (it has no transaction of its own, §17.1.1.3): goes to the dialog.
+
+    ``invite_key`` names the INVITE server transaction (in Accepted) whose 2xx the ACK
+    acknowledges, matched by Call-ID, CSeq number, From tag and To tag; that transaction
+    stopped retransmitting the 2xx. ``None`` when no live transaction sent that 2xx (a late
+    ACK, or one for another UA's 2xx).
+    """
 
     request: Request
     source: Peer
+    invite_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +79,16 @@ class CancelReceived:
     invite_key: str
     request: Request
     source: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class AckTimeout:
+    """The 2xx sent through INVITE server transaction ``key`` (for ``request``) got no ACK
+    within 64*T1 (Timer L, RFC 3261 §13.3.1.4): the dialog is confirmed but the session
+    should end, so the TU should send BYE in it. The transaction terminates right after."""
+
+    key: str
+    request: Request
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +135,7 @@ class TransactionTerminated:
 Event = (
     RequestReceived
     | AckReceived
+    | AckTimeout
     | CancelReceived
     | ResponseReceived
     | StrayResponse

@@ -10,6 +10,10 @@ Timers live in one heap owned by :class:`Outbox` (lazily cancelled: a heap entry
 while its transaction still has that timer armed with the same sequence number). On reliable
 transports the retransmit timers A, E, G are never set and D, I, J, K are zero, i.e. the
 transaction moves on at once (§17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2).
+
+One addition to the RFC 6026 machines: the INVITE server transaction in Accepted also does
+the UA core's 2xx retransmissions (§13.3.1.4) with Timer G (T1, doubling up to T2, unreliable
+transports only), stops them on the ACK, and tells the TU when Timer L fires without an ACK.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from enum import Enum
 from pbx.sip.errors import LocalProtocolError
 from pbx.sip.events import (
     AckReceived,
+    AckTimeout,
     Event,
     Peer,
     ResponseReceived,
@@ -87,8 +92,10 @@ class Action(Enum):
     RESEND_RESPONSE = "resend the last response"
     PASS_ACK = "pass the ACK to the TU"
     TIMEOUT = "tell the TU: timeout"
+    ACK_TIMEOUT = "tell the TU: the 2xx got no ACK (unless one came)"
     TRANSPORT_FAILED = "tell the TU: transport failure"
     STOP_TIMERS = "cancel every running timer"
+    STOP_G = "cancel Timer G (stop retransmitting the response)"
     START_A = "start A = T1"
     BACKOFF_A = "restart A at twice its interval"
     START_B = "start B = 64*T1"
@@ -108,6 +115,7 @@ class Action(Enum):
 
 
 Transition = tuple[tuple[Action, ...], State]
+AckKey = tuple[str, int, str, str]  # see ack_key()
 
 TIMER_INPUTS = frozenset(i for i in Input if i.name.startswith("TIMER_"))
 TU_INPUTS = frozenset({Input.SEND_1XX, Input.SEND_2XX, Input.SEND_FINAL})
@@ -199,10 +207,13 @@ CLIENT_NON_INVITE = Machine(
 )
 
 # RFC 3261 §17.2.1 (Figure 7) as changed by RFC 6026 §7.1: a 2xx from the TU moves
-# the transaction to Accepted, where the TU's 2xx retransmissions pass, INVITE
-# retransmissions are absorbed (the TU retransmits the 2xx itself, §13.3.1.4), and an ACK
-# that matches goes to the TU, until Timer L fires. The 100 Trying is the layer's first
-# SEND_1XX (it answers every new INVITE at once rather than wait 200 ms for the TU).
+# the transaction to Accepted, where the TU's 2xx (retransmissions or a new 2xx) pass and
+# replace the stored one, INVITE retransmissions are absorbed, and an ACK that matches goes
+# to the TU, until Timer L fires. Not in RFC 6026, which leaves it to the TU: the UA core's
+# 2xx retransmissions (§13.3.1.4) run here on Timer G (T1 doubling up to T2, none on
+# reliable transports) until the ACK; Timer L without an ACK tells the TU (AckTimeout).
+# The 100 Trying is the layer's first SEND_1XX (it answers every new INVITE at once rather
+# than wait 200 ms for the TU).
 SERVER_INVITE = Machine(
     "INVITE server transaction (RFC 3261 §17.2.1, RFC 6026 §7.1)",
     start=(_ABSORB, S.PROCEEDING),
@@ -210,7 +221,7 @@ SERVER_INVITE = Machine(
         (S.PROCEEDING, I.RECV_REQUEST): ((A.RESEND_RESPONSE,), S.PROCEEDING),
         (S.PROCEEDING, I.RECV_ACK): (_ABSORB, S.PROCEEDING),
         (S.PROCEEDING, I.SEND_1XX): ((A.SEND_RESPONSE,), S.PROCEEDING),
-        (S.PROCEEDING, I.SEND_2XX): ((A.SEND_RESPONSE, A.START_L), S.ACCEPTED),
+        (S.PROCEEDING, I.SEND_2XX): ((A.SEND_RESPONSE, A.START_G, A.START_L), S.ACCEPTED),
         (S.PROCEEDING, I.SEND_FINAL): ((A.SEND_RESPONSE, A.START_G, A.START_H), S.COMPLETED),
         (S.PROCEEDING, I.TRANSPORT_ERROR): (_ABSORB, S.TERMINATED),
         (S.COMPLETED, I.RECV_REQUEST): ((A.RESEND_RESPONSE,), S.COMPLETED),
@@ -229,11 +240,12 @@ SERVER_INVITE = Machine(
         (S.CONFIRMED, I.TIMER_I): (_ABSORB, S.TERMINATED),
         (S.CONFIRMED, I.TRANSPORT_ERROR): (_ABSORB, S.TERMINATED),
         (S.ACCEPTED, I.RECV_REQUEST): (_ABSORB, S.ACCEPTED),
-        (S.ACCEPTED, I.RECV_ACK): ((A.PASS_ACK,), S.ACCEPTED),
+        (S.ACCEPTED, I.RECV_ACK): ((A.STOP_G, A.PASS_ACK), S.ACCEPTED),
         (S.ACCEPTED, I.SEND_1XX): (_REFUSE, S.ACCEPTED),
         (S.ACCEPTED, I.SEND_2XX): ((A.SEND_RESPONSE,), S.ACCEPTED),
         (S.ACCEPTED, I.SEND_FINAL): (_REFUSE, S.ACCEPTED),
-        (S.ACCEPTED, I.TIMER_L): (_ABSORB, S.TERMINATED),
+        (S.ACCEPTED, I.TIMER_G): ((A.RESEND_RESPONSE, A.BACKOFF_G), S.ACCEPTED),
+        (S.ACCEPTED, I.TIMER_L): ((A.ACK_TIMEOUT,), S.TERMINATED),
         (S.ACCEPTED, I.TRANSPORT_ERROR): (_ABSORB, S.TERMINATED),
     },
 )
@@ -331,6 +343,10 @@ class Outbox:
             # In place: fire_due may be iterating over this very list.
             self.heap[:] = [e for e in self.heap if e[2].timers.get(e[3]) == e[1]]
             heapq.heapify(self.heap)
+
+    def disarm(self, tx: Transaction, timer: Input) -> None:
+        if tx.timers.pop(timer, None) is not None:
+            self._live -= 1
 
     def disarm_all(self, tx: Transaction) -> None:
         self._live -= len(tx.timers)
@@ -437,6 +453,8 @@ class Transaction:
         out = self.out
         if action is A.STOP_TIMERS:
             out.disarm_all(self)
+        elif action is A.STOP_G:
+            out.disarm(self, I.TIMER_G)
         elif action is A.TIMEOUT:
             out.events.append(TransactionTimeout(self.key))
         elif action in (A.BACKOFF_A, A.BACKOFF_E, A.BACKOFF_G, A.E_AT_T2):
@@ -524,9 +542,13 @@ class ClientTransaction(Transaction):
 
 class ServerTransaction(Transaction):
     """A server transaction for ``request`` received from ``source``; responses go to
-    ``peer`` (computed by the layer per §18.2.2)."""
+    ``peer`` (computed by the layer per §18.2.2).
 
-    __slots__ = ("response", "response_bytes", "source")
+    ``acked``: an ACK for the 2xx reached the transaction in Accepted. ``ack_key``: the
+    layer's key for matching that ACK (Call-ID, CSeq number, From tag, To tag of the 2xx),
+    set while the transaction is in its index."""
+
+    __slots__ = ("ack_key", "acked", "response", "response_bytes", "source")
 
     def __init__(
         self,
@@ -543,6 +565,8 @@ class ServerTransaction(Transaction):
         self.source = source
         self.response: Response | None = None
         self.response_bytes: bytes | None = None
+        self.acked = False
+        self.ack_key: AckKey | None = None
 
     @property
     def to_tag(self) -> str | None:
@@ -577,10 +601,20 @@ class ServerTransaction(Transaction):
                 self.out.transmits.append(Transmit(self.response_bytes, self.peer))
         elif action is A.PASS_ACK:
             assert ack is not None and source is not None
-            self.out.events.append(AckReceived(ack, source))
+            self.acked = True
+            self.out.events.append(AckReceived(ack, source, self.key))
+        elif action is A.ACK_TIMEOUT:
+            if not self.acked:
+                self.out.events.append(AckTimeout(self.key, self.request))
         else:
             return super()._act(action, now, response, source, ack)
         return None
+
+
+def ack_key(message: Request | Response) -> AckKey:
+    """What ties an ACK to the 2xx it acknowledges (its branch is new, §13.2.2.4): Call-ID,
+    CSeq number, From tag and To tag. The same for the 2xx and for its ACK."""
+    return (message.call_id, message.cseq.seq, message.from_.tag or "", message.to.tag or "")
 
 
 def build_ack(invite: Request, response: Response) -> Request:

@@ -18,6 +18,18 @@ Choices where the RFCs leave room:
 * Branches that are exactly the magic cookie ("z9hG4bK", RFC 4475 §3.2.1) are treated as
   RFC 2543 requests: they cannot identify a transaction.
 * ``maddr`` in Via is not honoured when addressing responses (§18.2.2 multicast).
+* The 2xx retransmissions to an INVITE (§13.3.1.4) are done here, not by the TU as RFC 6026
+  §7.1 has it: the INVITE server transaction in Accepted resends its last 2xx on Timer G
+  (T1, doubling up to T2) over unreliable transports, never over reliable ones, until the
+  ACK comes or Timer L (64*T1) ends the transaction. The ACK for a 2xx has its own branch,
+  so it is matched to the Accepted transaction by Call-ID, CSeq number, From tag and the To
+  tag of the 2xx (one dict lookup in an index kept while the transaction is Accepted); it
+  stops the retransmissions and still reaches the TU as ``AckReceived`` naming the INVITE's
+  transaction. An ACK carrying the INVITE's branch but another To tag or CSeq is not that
+  ACK: it reaches the TU without stopping anything. When Timer L fires and no ACK came (on
+  any transport), the TU gets ``AckTimeout`` and should end the dialog with BYE. A 2xx the
+  TU sends in Accepted (its own retransmission, or another 2xx) replaces the stored one
+  without restarting the schedule.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ from pbx.sip.headers import Via
 from pbx.sip.message import Headers, Request, Response, make_response
 from pbx.sip.timers import TimerConfig
 from pbx.sip.transaction import (
+    AckKey,
     ClientTransaction,
     Input,
     Outbox,
@@ -49,6 +62,7 @@ from pbx.sip.transaction import (
     ServerTransaction,
     State,
     Transaction,
+    ack_key,
 )
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -74,6 +88,7 @@ class TransactionLayer:
         self._clients: dict[str, ClientTransaction] = {}
         self._servers: dict[str, ServerTransaction] = {}
         self._by_peer: dict[PeerKey, set[Transaction]] = {}  # for transport_error
+        self._acks: dict[AckKey, ServerTransaction] = {}  # Accepted INVITEs, for 2xx ACKs
 
     def __len__(self) -> int:
         return len(self._clients) + len(self._servers)
@@ -135,7 +150,11 @@ class TransactionLayer:
         branch = via.branch
         modern = branch if _is_rfc3261(branch) else None  # None: the RFC 2543 rules apply
         if method == "ACK":
-            tx = self._match_ack(request, via, modern)
+            tx = self._acks.get(ack_key(request)) if self._acks else None
+            if tx is None:
+                tx = self._match_ack(request, via, modern)
+                if tx is not None and tx.state is State.ACCEPTED:
+                    tx = None  # the INVITE's branch, but not the ACK for the 2xx it sent
             if tx is None:
                 self._out.events.append(AckReceived(request, source))  # an ACK for a 2xx
             else:
@@ -201,7 +220,8 @@ class TransactionLayer:
 
         The request's top Via must carry an RFC 3261 branch, unique to this request (CANCEL
         reuses its INVITE's). ACK has no transaction: the ACK for a non-2xx is the INVITE
-        transaction's, the ACK for a 2xx goes through :meth:`send_stateless`.
+        transaction's, the ACK for a 2xx goes through :meth:`send_stateless` (the endpoint's
+        ``send_ack`` also sends it again for each retransmission of the 2xx, §13.2.2.4).
         """
         method = request.method
         if method == "ACK":
@@ -231,6 +251,8 @@ class TransactionLayer:
         if tx is None:
             raise LocalProtocolError(f"no server transaction {key}")
         tx.send(response, now)
+        if tx.state is State.ACCEPTED:
+            self._index_ack(tx)
         self._sweep()
 
     def send_stateless(self, message: Request | Response, target: Peer) -> None:
@@ -274,6 +296,19 @@ class TransactionLayer:
         else:
             txs.add(tx)
 
+    def _index_ack(self, tx: ServerTransaction) -> None:
+        """Index an Accepted INVITE transaction by what its 2xx's ACK will carry (the last 2xx
+        sent decides, e.g. a new To tag)."""
+        assert tx.response is not None
+        key = ack_key(tx.response)
+        old = tx.ack_key
+        if old == key:
+            return
+        if old is not None and self._acks.get(old) is tx:
+            del self._acks[old]
+        tx.ack_key = key
+        self._acks[key] = tx
+
     def _sweep(self) -> None:
         dead = self._out.dead
         if not dead:
@@ -283,6 +318,10 @@ class TransactionLayer:
             table = self._clients if isinstance(tx, ClientTransaction) else self._servers
             if table.get(tx.key) is tx:
                 del table[tx.key]
+            if isinstance(tx, ServerTransaction) and tx.ack_key is not None:
+                if self._acks.get(tx.ack_key) is tx:
+                    del self._acks[tx.ack_key]
+                tx.ack_key = None
             peer = tx.peer
             peer_key = (peer.transport, peer.host, peer.port)
             txs = self._by_peer.get(peer_key)

@@ -265,11 +265,11 @@ EXPECT: dict[Machine, dict[tuple[State, Input], Expect]] = {
         (CO, i.TIMER_K): (T, [], [TT], set()),
         (CO, i.TRANSPORT_ERROR): (T, [], [TT], set()),
     },
-    # RFC 3261 Figure 7 with RFC 6026 §7.1.
+    # RFC 3261 Figure 7 with RFC 6026 §7.1, and the 2xx retransmissions of §13.3.1.4 on G.
     SERVER_INVITE: {
         (P, i.RECV_REQUEST): (P, ["100"], [], set()),
         (P, i.SEND_1XX): (P, ["180"], [], set()),
-        (P, i.SEND_2XX): (AC, ["200"], [], {"L"}),
+        (P, i.SEND_2XX): (AC, ["200"], [], {"G", "L"}),
         (P, i.SEND_FINAL): (CO, ["486"], [], {"G", "H"}),
         (P, i.TRANSPORT_ERROR): (T, [], [TT], set()),
         (CO, i.RECV_REQUEST): (CO, ["486"], [], {"G", "H"}),
@@ -285,11 +285,12 @@ EXPECT: dict[Machine, dict[tuple[State, Input], Expect]] = {
         (CF, i.SEND_FINAL): REFUSED,
         (CF, i.TIMER_I): (T, [], [TT], set()),
         (CF, i.TRANSPORT_ERROR): (T, [], [TT], set()),
-        (AC, i.RECV_ACK): (AC, [], ["AckReceived"], {"L"}),
+        (AC, i.RECV_ACK): (AC, [], ["AckReceived"], {"L"}),  # G stopped
         (AC, i.SEND_1XX): REFUSED,
-        (AC, i.SEND_2XX): (AC, ["200"], [], {"L"}),
+        (AC, i.SEND_2XX): (AC, ["200"], [], {"G", "L"}),
         (AC, i.SEND_FINAL): REFUSED,
-        (AC, i.TIMER_L): (T, [], [TT], set()),
+        (AC, i.TIMER_G): (AC, ["200"], [], {"G", "L"}),
+        (AC, i.TIMER_L): (T, [], ["AckTimeout", TT], set()),
         (AC, i.TRANSPORT_ERROR): (T, [], [TT], set()),
     },
     # RFC 3261 Figure 8.
@@ -418,10 +419,14 @@ def test_reliable_server_non_invite_zero_timer_j() -> None:
 
 
 def test_reliable_accepted_keeps_timers_l_and_m() -> None:
-    # RFC 6026 Timers L and M are 64*T1 on every transport.
+    # RFC 6026 Timers L and M are 64*T1 on every transport; no 2xx retransmissions (no G).
     srv = server(INVITE, reliable=True)
     srv.feed(Input.SEND_2XX)
     assert srv.armed() == {"L"}
+    srv.drain()
+    srv.feed(Input.TIMER_L)
+    assert srv.tx.state is State.TERMINATED
+    assert srv.drain() == ([], ["AckTimeout", TT])  # no ACK on TCP either
     cli = client(INVITE, reliable=True)
     cli.feed(Input.RECV_2XX)
     assert cli.armed() == {"M"}
@@ -468,6 +473,23 @@ def test_client_passes_the_response_and_its_source() -> None:
     assert isinstance(rig.tx, ClientTransaction)
     rig.tx.receive(response, source, 0.2)
     assert rig.out.events == [ResponseReceived("k", response, source)]
+
+
+def test_accepted_2xx_retransmissions_back_off_and_timer_l_after_an_ack_is_quiet() -> None:
+    rig = server(INVITE)
+    rig.feed(Input.SEND_2XX, 0.0)
+    rig.drain()
+    out = rig.out
+    for expected in (0.5, 1.5, 3.5, 7.5, 11.5):
+        assert out.next_deadline() == expected
+        out.fire_due(expected)
+        assert rig.drain() == (["200"], [])
+    rig.feed(Input.RECV_ACK, 12.0)
+    assert rig.drain() == ([], ["AckReceived"])
+    assert rig.armed() == {"L"}
+    out.fire_due(100.0)
+    assert rig.tx.state is State.TERMINATED
+    assert rig.drain() == ([], [TT])  # the ACK came: no AckTimeout
 
 
 def test_refused_send_names_the_state() -> None:

@@ -18,6 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from pbx.sip import LocalProtocolError, Request, Response, make_response, parse
 from pbx.sip.events import (
     AckReceived,
+    AckTimeout,
     CancelReceived,
     Event,
     Peer,
@@ -219,7 +220,7 @@ def test_accepted_state_rfc_6026() -> None:
     layer.send_response(key, ok, 0.0)
     assert sent(layer) == [("200", PHONE)]
     assert layer.state(key) is State.ACCEPTED
-    assert layer.next_timer() == 32.0  # Timer L only: the TU retransmits the 2xx itself
+    assert layer.next_timer() == 0.5  # Timer G: the layer retransmits the 2xx (§13.3.1.4)
     # an INVITE retransmission is absorbed: not passed to the TU, nothing resent
     layer.receive(phone(), PHONE, 0.3)
     assert layer.events() == [] and sent(layer) == []
@@ -236,8 +237,9 @@ def test_accepted_state_rfc_6026() -> None:
     layer.receive(ack, PHONE, 0.7)
     (event,) = layer.events()
     assert isinstance(event, AckReceived) and event.source == PHONE
+    assert event.invite_key == key
     assert event.request.top_via.received == "192.0.2.10"
-    assert run_timers(layer, 100.0) == []
+    assert run_timers(layer, 100.0) == []  # the ACK stopped G before it fired
     assert layer.events() == [TransactionTerminated(key)]
     assert len(layer) == 0
 
@@ -250,6 +252,7 @@ def test_ack_reusing_the_invite_branch_in_accepted_reaches_the_tu() -> None:
     layer.receive(ack, PHONE, 0.1)
     (event,) = layer.events()
     assert isinstance(event, AckReceived) and event.request.method == "ACK"
+    assert event.invite_key == key
     assert layer.state(key) is State.ACCEPTED
 
 
@@ -259,6 +262,200 @@ def test_ack_matching_nothing_reaches_the_tu() -> None:
     (event,) = layer.events()
     assert isinstance(event, AckReceived)
     assert len(layer) == 0 and sent(layer) == []
+
+
+# ------------------------------------------- 2xx retransmissions (§13.3.1.4) in Accepted
+
+
+def ack_for_2xx(
+    *,
+    to_tag: str = "pbx-t",
+    cseq: int = 1,
+    branch: str = "z9hG4bK-ack-1",
+    call_id: str = "call-1@192.0.2.10",
+    sent_by: str = "192.0.2.10:5060",
+    transport: str = "UDP",
+) -> Request:
+    """The phone's ACK for the PBX's 2xx: a new branch, the INVITE's CSeq number."""
+    return phone(
+        "ACK",
+        branch=branch,
+        to_tag=to_tag,
+        cseq=cseq,
+        call_id=call_id,
+        sent_by=sent_by,
+        transport=transport,
+    )
+
+
+def accepted(layer: TransactionLayer, source: Peer = PHONE, transport: str = "UDP") -> str:
+    """An INVITE from the phone answered 200 (To tag pbx-t) at 0.0; transmits drained."""
+    invite = phone(transport=transport)
+    key = received(layer, invite, source)
+    layer.send_response(key, make_response(invite, 200, to_tag="pbx-t", body=SDP), 0.0)
+    assert [kind for kind, _ in sent(layer)] == ["100", "200"]
+    assert layer.state(key) is State.ACCEPTED
+    return key
+
+
+G_SCHEDULE = [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]  # T1, 2T1, 4T1, T2...
+
+
+def test_2xx_is_retransmitted_t1_doubling_to_t2_until_timer_l_then_ack_timeout() -> None:
+    layer = TransactionLayer()
+    key = accepted(layer)
+    log = run_timers(layer, 100.0)
+    assert log == [(t, "200") for t in G_SCHEDULE]  # the last one before L at 64*T1 = 32
+    events = layer.events()
+    assert [type(e) for e in events] == [AckTimeout, TransactionTerminated]
+    timeout = events[0]
+    assert isinstance(timeout, AckTimeout) and timeout.key == key
+    assert timeout.request.method == "INVITE" and timeout.request.call_id == "call-1@192.0.2.10"
+    assert events[1] == TransactionTerminated(key)
+    assert len(layer) == 0 and layer.next_timer() is None and not layer._acks
+
+
+def test_2xx_retransmissions_follow_the_timer_config() -> None:
+    layer = TransactionLayer(TimerConfig(t1=0.1, t2=0.4, t4=1.0))
+    key = accepted(layer)
+    log = run_timers(layer, 10.0)
+    expected = [0.1, 0.3, 0.7, 1.1, 1.5, 1.9, 2.3, 2.7, 3.1, 3.5, 3.9, 4.3, 4.7, 5.1, 5.5, 5.9]
+    assert [t for t, _ in log] == pytest.approx([*expected, 6.3])  # L at 6.4
+    assert [type(e) for e in layer.events()] == [AckTimeout, TransactionTerminated]
+    assert key not in layer and len(layer) == 0
+
+
+def test_the_matching_ack_stops_the_2xx_retransmissions() -> None:
+    layer = TransactionLayer()
+    key = accepted(layer)
+    assert run_timers(layer, 4.0) == [(0.5, "200"), (1.5, "200"), (3.5, "200")]
+    ack = ack_for_2xx()
+    layer.receive(ack, PHONE, 4.0)
+    (event,) = layer.events()
+    assert event == AckReceived(ack, PHONE, key)
+    assert sent(layer) == []
+    assert layer.next_timer() == 32.0  # G is gone, L still runs (RFC 6026)
+    layer.receive(phone(), PHONE, 5.0)  # a late INVITE retransmission: still absorbed
+    layer.receive(ack, PHONE, 6.0)  # the ACK again (a re-ACK): to the TU, nothing else
+    assert layer.events() == [AckReceived(ack, PHONE, key)]
+    assert run_timers(layer, 100.0) == []
+    assert layer.events() == [TransactionTerminated(key)]  # no AckTimeout: the ACK came
+    assert len(layer) == 0 and layer.next_timer() is None and not layer._acks
+
+
+@pytest.mark.parametrize(
+    "stranger",
+    [
+        ack_for_2xx(to_tag="other-tag"),
+        ack_for_2xx(cseq=2),
+        ack_for_2xx(call_id="call-2@192.0.2.10"),
+        # the INVITE's own branch, but another To tag: not the ACK for this 2xx
+        ack_for_2xx(branch="z9hG4bK-inv-1", to_tag="other-tag"),
+    ],
+    ids=["to-tag", "cseq", "call-id", "invite-branch-other-to-tag"],
+)
+def test_an_ack_for_another_2xx_does_not_stop_the_retransmissions(stranger: Request) -> None:
+    layer = TransactionLayer()
+    key = accepted(layer)
+    layer.receive(stranger, PHONE, 0.2)
+    assert layer.events() == [AckReceived(stranger, PHONE)]  # for the TU, without a key
+    assert run_timers(layer, 4.0) == [(0.5, "200"), (1.5, "200"), (3.5, "200")]
+    ack = ack_for_2xx()
+    layer.receive(ack, PHONE, 4.0)
+    assert layer.events() == [AckReceived(ack, PHONE, key)]
+    assert run_timers(layer, 100.0) == []
+    assert layer.events() == [TransactionTerminated(key)]
+
+
+def test_the_ack_may_come_from_elsewhere_and_is_stamped() -> None:
+    # The ACK for a 2xx follows the dialog's route, not the INVITE's: any source matches.
+    layer = TransactionLayer()
+    key = accepted(layer)
+    assert run_timers(layer, 1.0) == [(0.5, "200")]
+    proxy = Peer("UDP", "198.51.100.5", 5060)
+    layer.receive(ack_for_2xx(sent_by="proxy.example.com:5080"), proxy, 1.0)
+    (event,) = layer.events()
+    assert isinstance(event, AckReceived) and event.invite_key == key
+    assert event.source == proxy and event.request.top_via.received == "198.51.100.5"
+    assert run_timers(layer, 2.0) == []
+
+
+def test_reliable_transports_do_not_retransmit_the_2xx() -> None:
+    layer = TransactionLayer()
+    key = accepted(layer, PHONE_TCP, "TCP")
+    assert layer.next_timer() == 32.0  # Timer L only
+    assert run_timers(layer, 100.0) == []
+    assert [type(e) for e in layer.events()] == [AckTimeout, TransactionTerminated]
+    assert len(layer) == 0 and not layer._acks
+    # with an ACK: nothing sent either, no AckTimeout
+    key = accepted(layer, PHONE_TCP, "TCP")
+    ack = ack_for_2xx(transport="TCP")
+    layer.receive(ack, PHONE_TCP, 1.0)
+    assert layer.events() == [AckReceived(ack, PHONE_TCP, key)]
+    assert run_timers(layer, 100.0) == []
+    assert layer.events() == [TransactionTerminated(key)]
+    assert len(layer) == 0 and not layer._acks
+
+
+def test_a_2xx_from_the_tu_in_accepted_replaces_the_stored_one() -> None:
+    layer = TransactionLayer()
+    invite = phone()
+    key = accepted(layer)
+    assert run_timers(layer, 1.0) == [(0.5, "200")]
+    # the TU retransmits itself: sent at once, the schedule goes on (1.5, 3.5, ...)
+    layer.send_response(key, make_response(invite, 200, to_tag="pbx-t", body=SDP), 1.0)
+    assert sent(layer) == [("200", PHONE)]
+    assert layer.next_timer() == 1.5
+    # another 2xx (another To tag): it is what gets retransmitted, and what the ACK must name
+    other = make_response(invite, 200, to_tag="pbx-2")
+    layer.send_response(key, other, 1.2)
+    assert [t.data for t in layer.transmits()] == [bytes(other)]
+    layer.handle_timer(1.5)
+    assert [t.data for t in layer.transmits()] == [bytes(other)]
+    old = ack_for_2xx()
+    layer.receive(old, PHONE, 2.0)
+    assert layer.events() == [AckReceived(old, PHONE)]
+    new = ack_for_2xx(to_tag="pbx-2")
+    layer.receive(new, PHONE, 2.1)
+    assert layer.events() == [AckReceived(new, PHONE, key)]
+    assert run_timers(layer, 100.0) == []
+    assert layer.events() == [TransactionTerminated(key)]
+    assert len(layer) == 0 and not layer._acks
+
+
+def test_an_accepted_transaction_that_ends_early_leaves_no_ack_index() -> None:
+    layer = TransactionLayer()
+    key = accepted(layer)
+    layer.terminate(key)  # the TU gives up
+    assert layer.events() == [TransactionTerminated(key)]
+    assert not layer._acks and layer.next_timer() is None
+    ack = ack_for_2xx()
+    layer.receive(ack, PHONE, 0.1)
+    assert layer.events() == [AckReceived(ack, PHONE)]  # a late ACK: the TU still hears it
+    key = accepted(layer)
+    layer.transport_error(PHONE, 0.2)
+    assert layer.events() == [TransactionTerminated(key)]
+    assert not layer._acks and len(layer) == 0 and layer.next_timer() is None
+
+
+def test_many_accepted_invites_each_stop_on_their_own_ack() -> None:
+    layer = TransactionLayer()
+    keys = []
+    for n in range(50):
+        invite = phone(branch=f"z9hG4bK-{n}", call_id=f"c{n}")
+        key = received(layer, invite)
+        layer.send_response(key, make_response(invite, 200, to_tag=f"t{n}"), 0.0)
+        keys.append(key)
+    layer.transmits()
+    for n in range(0, 50, 2):  # every other one is ACKed
+        layer.receive(ack_for_2xx(to_tag=f"t{n}", call_id=f"c{n}"), PHONE, 0.1)
+    assert [e.invite_key for e in layer.events() if isinstance(e, AckReceived)] == keys[::2]
+    layer.handle_timer(0.5)
+    assert len(layer.transmits()) == 25  # only the unacknowledged ones retransmit
+    run_timers(layer, 100.0)
+    timeouts = [e.key for e in layer.events() if isinstance(e, AckTimeout)]
+    assert timeouts == keys[1::2]
+    assert len(layer) == 0 and not layer._acks
 
 
 def test_second_final_is_refused() -> None:
@@ -458,7 +655,8 @@ def test_rfc2543_ack_for_a_re_invite_and_for_a_2xx() -> None:
     layer.send_response(key, make_response(reinvite, 200), 0.0)
     layer.receive(phone("ACK", branch=None, to_tag="pbx-t", cseq=5), PHONE, 0.1)
     (event,) = layer.events()  # Accepted passes the matching ACK to the TU
-    assert isinstance(event, AckReceived)
+    assert isinstance(event, AckReceived) and event.invite_key == key
+    assert layer.next_timer() == 32.0  # and stops the 2xx retransmissions
 
 
 def test_rfc2543_request_uri_and_via_take_part() -> None:
@@ -893,6 +1091,7 @@ def test_no_transaction_is_left_behind() -> None:
     layer.transmits()
     assert len(layer) == 0
     assert layer.next_timer() is None
+    assert not layer._acks
 
 
 # ------------------------------------------------------- stateful: random interleavings
@@ -934,6 +1133,8 @@ class LayerMachine(RuleBasedStateMachine):
             assert event.key not in self.live
             self.live.add(event.key)
             self.server[event.key] = Pending(event.request, event.source)
+        elif isinstance(event, AckTimeout):
+            assert event.key in self.live and self.layer.state(event.key) is None
         elif isinstance(event, TransactionTerminated):
             # once each; only the layer's CANCEL transactions come back (a late retransmission)
             assert event.key not in self.ended
@@ -1052,6 +1253,7 @@ class LayerMachine(RuleBasedStateMachine):
         self.layer.handle_timer(self.now)
         self._collect()
         assert len(self.layer) == 0 and self.layer.next_timer() is None
+        assert not self.layer._acks
         assert not self.live and not self.hidden
 
 

@@ -1,26 +1,32 @@
 """A small user agent built on the stack, the peer SIPp talks to in the interop tests.
 
 As UAS it answers OPTIONS, REGISTER (digest auth, SHA-256 and MD5), INVITE (100 from the
-transaction layer, 180, then 200 with SDP), ACK, BYE and CANCEL. As UAC it calls out
-(INVITE, ACK for the 2xx, BYE). It counts what happened so tests can assert on outcomes.
+transaction layer, 180, then 200 with SDP), ACK, BYE and CANCEL; a 200 never ACKed
+(AckTimeout) ends its dialog with BYE. As UAC it calls out (INVITE, ACK for the 2xx through
+``send_ack``, which re-ACKs its retransmissions, BYE). It counts what happened so tests can
+assert on outcomes.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 from pbx.endpoint import Listen, SipEndpoint
 from pbx.sip import auth
-from pbx.sip.dialog import Dialog, DialogTable, new_call_id, new_tag
+from pbx.sip.dialog import Dialog, DialogState, DialogTable, new_call_id, new_tag
 from pbx.sip.events import (
     AckReceived,
+    AckTimeout,
     CancelReceived,
     Event,
     Peer,
     RequestReceived,
+    ResponseReceived,
     StrayResponse,
+    TransactionTerminated,
 )
 from pbx.sip.message import Request, Response, build_request, make_response
 from pbx.sip.timers import TimerConfig
@@ -56,12 +62,18 @@ class Agent:
         self.counts: Counter[str] = Counter()
         self.bindings: dict[str, str] = {}
         self._pending: dict[str, tuple[Request, asyncio.TimerHandle | None]] = {}
+        # INVITE server key -> the dialog its 200 made and the transport, until the ACK.
+        self._answered: dict[str, tuple[Dialog, str]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, transport: str = "UDP", port: int = 0) -> int:
         await self.endpoint.start([Listen(transport, "127.0.0.1", port)])
         return self.endpoint.local(transport)[1]
 
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.endpoint.close()
 
     # ----------------------------------------------------------------------------- UAS
@@ -72,9 +84,19 @@ class Agent:
             self._on_request(event.key, event.request, event.source.transport)
         elif isinstance(event, AckReceived):
             self.counts["ACK"] += 1
+            if event.invite_key is not None:
+                self._answered.pop(event.invite_key, None)
             dialog = self.dialogs.match(event.request)
             if dialog is not None:
                 dialog.receive_request(event.request)
+        elif isinstance(event, AckTimeout):
+            # §13.3.1.4: the 200 was never ACKed; the dialog is confirmed, the session ends.
+            self.counts["ack-timeout"] += 1
+            answered = self._answered.pop(event.key, None)
+            if answered is not None and answered[0].state is not DialogState.TERMINATED:
+                self._spawn(self._hang_up(*answered))
+        elif isinstance(event, TransactionTerminated):
+            self._answered.pop(event.key, None)
         elif isinstance(event, CancelReceived):
             self.counts["CANCEL"] += 1
             pending = self._pending.pop(event.invite_key, None)
@@ -85,6 +107,9 @@ class Agent:
                 self.endpoint.send_response(event.invite_key, make_response(request, 487))
         elif isinstance(event, StrayResponse) and event.response.cseq.method == "INVITE":
             self.counts["stray-2xx"] += 1
+        elif isinstance(event, ResponseReceived) and event.response.cseq.method == "INVITE":
+            # a 2xx after the one the call waited for that the endpoint did not re-ACK itself
+            self.counts["late-2xx"] += 1
 
     def _on_request(self, key: str, request: Request, transport: str) -> None:
         tag = new_tag()
@@ -166,7 +191,8 @@ class Agent:
                 extra=[("Contact", contact), ("Content-Type", "application/sdp")],
                 body=SDP,
             )
-            self.dialogs.add(Dialog.from_uas(request, ok))
+            dialog = self.dialogs.add(Dialog.from_uas(request, ok))
+            self._answered[key] = (dialog, transport)
             self.endpoint.send_response(key, ok)
             self.counts["answered"] += 1
 
@@ -206,14 +232,35 @@ class Agent:
         dialog = self.dialogs.receive_response(invite, final)
         assert dialog is not None
         via = self.endpoint.via(transport)
-        self.endpoint.send_stateless(dialog.create_ack(invite.cseq.seq, via=via), target)
+        self.endpoint.send_ack(dialog.create_ack(invite.cseq.seq, via=via), target)
         self.counts["calls"] += 1
         await asyncio.sleep(talk)
+        if dialog.state is DialogState.TERMINATED:
+            return final.status  # the callee hung up first
         bye = dialog.create_request("BYE", via=self.endpoint.via(transport))
         bye_final = await self.endpoint.request(bye, target)
         dialog.receive_response(bye, bye_final)
         self.dialogs.remove(dialog.id)
         return final.status
+
+    async def _hang_up(self, dialog: Dialog, transport: str) -> None:
+        """End ``dialog`` with BYE, sent to its first route or else its remote target."""
+        uri = dialog.route_set[0] if dialog.route_set else dialog.remote_target
+        if not isinstance(uri, SipUri):
+            return
+        transport = (uri.transport or transport).upper()
+        target = Peer(transport, uri.host_bare, uri.port or 5060)
+        bye = dialog.create_request("BYE", via=self.endpoint.via(transport))
+        self.counts["bye-sent"] += 1
+        final = await self.endpoint.request(bye, target)
+        dialog.receive_response(bye, final)
+        self.dialogs.remove(dialog.id)
+        self.counts[f"bye-{final.status}"] += 1
+
+    def _spawn(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 def _now() -> float:
