@@ -1,20 +1,26 @@
 """The SIP core service: the composition root of the call-handling process.
 
-It builds the endpoint from settings and puts the core transaction user on top: requests are
-checked (§8.2), OPTIONS answered (§11), requests for unknown dialogs get 481 (§12.2.2), and
-everything else gets 480 until routing (registrar, calls) is mounted on the core.
+It builds the endpoint, the registrar, the media relay and the call manager from settings and
+a store, and is the transaction user on top of the endpoint: requests are checked (§8.2),
+OPTIONS answered (§11), REGISTER handled by the registrar, INVITE authenticated and handed to
+the call manager, and requests for unknown dialogs answered 481 (§12.2.2).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+from pbx.b2bua import CallManager, CallSettings
 from pbx.endpoint import Listen, SipEndpoint
+from pbx.media.relay import MediaRelay
+from pbx.registrar import Authenticator, Registrar, RegistrarJobs
 from pbx.settings import SipSettings
 from pbx.sip.dialog import DialogTable, new_tag
 from pbx.sip.events import Event, RequestReceived
 from pbx.sip.message import make_response
 from pbx.sip.uas import Capabilities, check_request, options_response
+from pbx.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -22,24 +28,56 @@ log = logging.getLogger(__name__)
 class SipCore:
     """The transaction user of the box's SIP endpoint."""
 
-    def __init__(self, settings: SipSettings) -> None:
+    def __init__(self, settings: SipSettings, store: Store, nonce_key: bytes) -> None:
         self.settings = settings
+        self.store = store
         self.caps = Capabilities(user_agent=settings.user_agent)
         self.endpoint = SipEndpoint(
             self, timers=settings.timers, advertised_host=settings.advertised_host
         )
+        self.auth = Authenticator(
+            store.directory, settings.domain, nonce_key, algorithms=settings.digest_algorithms
+        )
+        self.registrar = Registrar(store.directory, store.bindings, self.auth)
+        self.relay = MediaRelay(
+            settings.media_host,
+            (settings.rtp_port_min, settings.rtp_port_max),
+            dead_after=settings.media_timeout,
+        )
+        self.calls = CallManager(
+            self.endpoint,
+            store.directory,
+            self.registrar.lookup,
+            self.relay,
+            store.cdr,
+            settings=CallSettings(
+                domain=settings.domain,
+                media_host=settings.media_host,
+                max_calls=settings.max_calls,
+                user_agent=settings.user_agent,
+            ),
+        )
+        self._jobs: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
         await self.endpoint.start(Listen(t, s.host, s.port) for t in s.transports)
+        self._jobs = asyncio.create_task(RegistrarJobs(self.registrar, self.endpoint).run())
 
     async def close(self) -> None:
+        await self.calls.close()
+        if self._jobs is not None:
+            self._jobs.cancel()
+        await self.relay.close()
         await self.endpoint.close()
 
+    def _now(self) -> float:
+        return self.calls.clock()
+
     def on_event(self, event: Event) -> None:
-        if not isinstance(event, RequestReceived):
+        if self.calls.on_event(event) or not isinstance(event, RequestReceived):
             return
-        request, key = event.request, event.key
+        request, key, source = event.request, event.key, event.source
         if request.to.tag:
             answer = DialogTable.unknown_dialog_response(request)
             if answer is not None:
@@ -48,8 +86,19 @@ class SipCore:
         tag = new_tag()
         answer = check_request(request, self.caps, tag)
         if answer is None:
-            if request.method == "OPTIONS":
+            method = request.method
+            if method == "OPTIONS":
                 answer = options_response(request, self.caps, tag)
+            elif method == "REGISTER":
+                answer = self.registrar.handle(request, source, self._now())
+            elif method == "INVITE":
+                checked = self.auth.check(request, self._now())
+                if isinstance(checked, str):
+                    self.calls.on_invite(key, request, source, checked)
+                    return
+                answer = checked
             else:
-                answer = make_response(request, 480, "No route yet", to_tag=tag)
+                answer = make_response(
+                    request, 405, to_tag=tag, extra=[("Allow", self.caps.allow_header())]
+                )
         self.endpoint.send_response(key, answer)

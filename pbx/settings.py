@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pbx.sip.timers import TimerConfig
 
 
 class SipSettings(BaseModel):
-    """Where the SIP core listens and how its timers run. Defaults: loopback, port 5060."""
+    """Where the SIP core listens, how its timers run, and where media goes.
+    Defaults: loopback, port 5060, RTP ports 20000-20999."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -19,12 +20,27 @@ class SipSettings(BaseModel):
     transports: tuple[Literal["UDP", "TCP"], ...] = ("UDP", "TCP")
     # Host name or address written into Via/Contact when the bind address is a wildcard.
     advertised_host: str | None = None
+    # The SIP domain of the box; also the digest realm.
     domain: str = "edgepbx.local"
     t1: float = Field(0.5, gt=0)
     t2: float = Field(4.0, gt=0)
     t4: float = Field(5.0, gt=0)
     user_agent: str = "edgepbx"
+    # Digest algorithms in challenge order. RFC 8760 puts SHA-256 first; many phones (and
+    # SIPp) answer only the first challenge and know MD5 only, so MD5 leads by default.
+    digest_algorithms: tuple[Literal["MD5", "SHA-256"], ...] = ("MD5", "SHA-256")
+    media_host: str = "127.0.0.1"
+    rtp_port_min: int = Field(20000, ge=1024, le=65534)
+    rtp_port_max: int = Field(20999, ge=1025, le=65535)
+    media_timeout: float = Field(60.0, gt=0)  # hang up a call whose media died this long ago
+    max_calls: int = Field(1000, ge=1)
 
     @property
     def timers(self) -> TimerConfig:
         return TimerConfig(self.t1, self.t2, self.t4)
+
+    @model_validator(mode="after")
+    def _ports_in_order(self) -> SipSettings:
+        if self.rtp_port_max - self.rtp_port_min < 3:
+            raise ValueError("rtp_port_max must be at least rtp_port_min + 3 (two port pairs)")
+        return self
