@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from support.agent import Agent, AgentConfig
 from support.sipp import free_port, run_sipp, start_sipp
 
 from appliance.store import open_store
 from pbx.service import SipCore
 from pbx.settings import SipSettings
+from pbx.sip.events import Peer
+from pbx.sip.timers import TimerConfig
 from pbx.store import Binding, Disposition, Extension, Store
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
@@ -84,3 +88,138 @@ async def test_call_101_to_102_through_the_box(box: tuple[SipCore, Store], tmp_p
         assert record.codec == "PCMU"
         assert record.billable > 0
     assert not core.calls.calls and not core.relay.sessions
+
+
+# ------------------------------------------------ scenarios with stack agents on both ends
+
+FAST = TimerConfig(t1=0.05, t2=0.4, t4=0.5)
+
+
+async def agent(**config: object) -> Agent:
+    ua = Agent(AgentConfig(timers=FAST, **config))  # type: ignore[arg-type]
+    await ua.start("UDP")
+    return ua
+
+
+async def place_call(core: SipCore, dialed: str, **options: object) -> tuple[int, Agent]:
+    caller = await agent()
+    box = Peer("UDP", "127.0.0.1", core.endpoint.local("UDP")[1])
+    status = await asyncio.wait_for(
+        caller.call(box, dialed, auth_as=("101", PASSWORD), **options),  # type: ignore[arg-type]
+        20,
+    )
+    return status, caller
+
+
+async def settle(core: SipCore) -> None:
+    for _ in range(100):
+        if not core.calls.calls and not core.relay.sessions:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def test_busy_callee(box: tuple[SipCore, Store]) -> None:
+    core, store = box
+    callee = await agent(answer_status=486)
+    bind(store, "102", callee.endpoint.local("UDP")[1])
+    status, caller = await place_call(core, "102")
+    await settle(core)
+    assert status == 486
+    (record,) = store.cdr.search()
+    assert record.disposition is Disposition.BUSY and record.sip_code == 486
+    await caller.close()
+    await callee.close()
+
+
+async def test_no_answer_times_out_and_cancels_the_callee(box: tuple[SipCore, Store]) -> None:
+    core, store = box
+    store.directory.update(replace(store.directory.get("102"), ring_timeout=1))  # type: ignore[type-var]
+    callee = await agent(ring_seconds=30)
+    bind(store, "102", callee.endpoint.local("UDP")[1])
+    status, caller = await place_call(core, "102")
+    await settle(core)
+    assert status == 480
+    assert callee.counts["CANCEL"] == 1 and callee.counts["answered"] == 0
+    (record,) = store.cdr.search()
+    assert record.disposition is Disposition.NO_ANSWER
+    await caller.close()
+    await callee.close()
+
+
+async def test_caller_cancels_while_ringing(box: tuple[SipCore, Store]) -> None:
+    core, store = box
+    callee = await agent(ring_seconds=30)
+    bind(store, "102", callee.endpoint.local("UDP")[1])
+    status, caller = await place_call(core, "102", cancel_after=0.2)
+    await settle(core)
+    assert status == 487
+    assert caller.counts["got-180"] >= 1
+    assert callee.counts["CANCEL"] == 1
+    (record,) = store.cdr.search()
+    assert record.disposition is Disposition.CANCELLED and record.hangup_side.value == "caller"
+    await caller.close()
+    await callee.close()
+
+
+async def test_forking_first_answer_wins_the_other_is_cancelled(
+    box: tuple[SipCore, Store],
+) -> None:
+    core, store = box
+    desk = await agent(ring_seconds=0.3)
+    soft = await agent(ring_seconds=30)
+    bind(store, "102", desk.endpoint.local("UDP")[1])
+    store.bindings.put(
+        replace(
+            store.bindings.list("102")[0],
+            contact=f"<sip:102@127.0.0.1:{soft.endpoint.local('UDP')[1]}>",
+            source_port=soft.endpoint.local("UDP")[1],
+        )
+    )
+    status, caller = await place_call(core, "102", talk=0.1)
+    await settle(core)
+    assert status == 200
+    assert desk.counts["answered"] == 1 and desk.counts["BYE"] == 1
+    assert soft.counts["CANCEL"] == 1 and soft.counts["answered"] == 0
+    (record,) = store.cdr.search()
+    assert record.disposition is Disposition.ANSWERED
+    for ua in (caller, desk, soft):
+        await ua.close()
+
+
+async def test_offline_and_unknown_numbers(box: tuple[SipCore, Store]) -> None:
+    core, store = box
+    status, caller = await place_call(core, "103")  # an extension with no binding
+    assert status == 480
+    status_unknown, caller2 = await place_call(core, "999")
+    assert status_unknown == 404
+    assert not store.cdr.search()  # refused before a call existed: no call record
+    await caller.close()
+    await caller2.close()
+
+
+async def test_hold_and_resume_by_reinvite(box: tuple[SipCore, Store]) -> None:
+    core, store = box
+    callee = await agent()
+    bind(store, "102", callee.endpoint.local("UDP")[1])
+    status, caller = await place_call(core, "102", hold=True, talk=0.05)
+    await settle(core)
+    assert status == 200
+    assert caller.counts["reinvite-sendonly-200"] == 1
+    assert caller.counts["reinvite-sendrecv-200"] == 1
+    assert callee.counts["INVITE"] == 3  # the call and both re-INVITEs reached the callee
+    assert b"a=sendrecv" in callee.last_offer  # the resume offer, rewritten by the box
+    assert b"a=recvonly" not in caller.last_sdp  # the caller's last answer is for resume
+    assert b"127.0.0.1" in callee.last_offer  # media still anchored on the box
+    await caller.close()
+    await callee.close()
+
+
+async def test_wrong_password_and_unauthenticated_calls_are_refused(
+    box: tuple[SipCore, Store],
+) -> None:
+    core, _ = box
+    caller = await agent()
+    target = Peer("UDP", "127.0.0.1", core.endpoint.local("UDP")[1])
+    assert await caller.call(target, "102", auth_as=("101", "wrong")) == 403
+    assert await caller.call(target, "102") == 401
+    await caller.close()

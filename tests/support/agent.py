@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from pbx.endpoint import Listen, SipEndpoint
 from pbx.sip import auth
-from pbx.sip.dialog import Dialog, DialogState, DialogTable, new_call_id, new_tag
+from pbx.sip.dialog import Dialog, DialogState, DialogTable, make_cancel, new_call_id, new_tag
 from pbx.sip.events import (
     AckReceived,
     AckTimeout,
@@ -47,6 +47,7 @@ class AgentConfig:
     # first); tests with SIPp pass ("MD5",).
     algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     ring_seconds: float = 0.0
+    answer_status: int = 200  # e.g. 486 to play a busy phone
     timers: TimerConfig = field(default_factory=TimerConfig)
 
 
@@ -60,6 +61,8 @@ class Agent:
             self.config.realm, b"agent-test-nonce-key", algorithms=self.config.algorithms
         )
         self.counts: Counter[str] = Counter()
+        self.last_offer = b""
+        self.last_sdp = b""
         self.bindings: dict[str, str] = {}
         self._pending: dict[str, tuple[Request, asyncio.TimerHandle | None]] = {}
         # INVITE server key -> the dialog its 200 made and the transport, until the ACK.
@@ -122,7 +125,17 @@ class Agent:
                     reply(key, answer)
                 return
             dialog.receive_request(request)
-            response = make_response(request, 200)
+            if request.method == "INVITE" and request.body:
+                self.last_offer = request.body
+                mirrored = {b"a=sendonly": b"a=recvonly", b"a=inactive": b"a=inactive"}
+                answer = SDP
+                for offered, answered in mirrored.items():
+                    if offered in request.body:
+                        answer = SDP.replace(b"a=rtpmap:0", answered + b"\r\na=rtpmap:0", 1)
+                extra = [("Content-Type", "application/sdp")]
+                response = make_response(request, 200, extra=extra, body=answer)
+            else:
+                response = make_response(request, 200)
             dialog.response_sent(request, response)
             reply(key, response)
             if request.method == "BYE":
@@ -184,6 +197,10 @@ class Agent:
         def answer() -> None:
             if self._pending.pop(key, None) is None:
                 return  # cancelled meanwhile
+            if self.config.answer_status != 200:
+                busy = make_response(request, self.config.answer_status, to_tag=tag)
+                self.endpoint.send_response(key, busy)
+                return
             ok = make_response(
                 request,
                 200,
@@ -205,28 +222,56 @@ class Agent:
 
     # ----------------------------------------------------------------------------- UAC
 
-    async def call(self, target: Peer, user: str = "service", talk: float = 0.0) -> int:
-        """Call ``user`` at ``target``: INVITE, ACK the 2xx, wait ``talk`` s, BYE.
-        Returns the final status of the INVITE."""
+    async def call(
+        self,
+        target: Peer,
+        user: str = "service",
+        talk: float = 0.0,
+        *,
+        auth_as: tuple[str, str] | None = None,
+        cancel_after: float | None = None,
+        hold: bool = False,
+    ) -> int:
+        """Call ``user`` at ``target``: INVITE (answering a digest challenge with ``auth_as``
+        = (user, password)), ACK the 2xx, optionally put the call on hold and back with two
+        re-INVITEs, wait ``talk`` s, BYE. ``cancel_after``: CANCEL that many seconds after
+        the first provisional. Returns the final status of the INVITE."""
         transport = target.transport
         host, port = self.endpoint.local(transport)
         uri = SipUri(target.host, user, target.port)
+        me = auth_as[0] if auth_as else "agent"
+        headers = [
+            ("Max-Forwards", "70"),
+            ("From", f"<sip:{me}@{host}:{port}>;tag={new_tag()}"),
+            ("To", f"<{uri}>"),
+            ("Call-ID", new_call_id(host)),
+            ("Contact", f"<sip:{me}@{host}:{port};transport={transport.lower()}>"),
+            ("Content-Type", "application/sdp"),
+        ]
         invite = build_request(
             "INVITE",
             uri,
-            [
-                ("Via", self.endpoint.via(transport)),
-                ("Max-Forwards", "70"),
-                ("From", f"<sip:agent@{host}:{port}>;tag={new_tag()}"),
-                ("To", f"<{uri}>"),
-                ("Call-ID", new_call_id(host)),
-                ("CSeq", "1 INVITE"),
-                ("Contact", f"<sip:agent@{host}:{port};transport={transport.lower()}>"),
-                ("Content-Type", "application/sdp"),
-            ],
+            [("Via", self.endpoint.via(transport)), *headers, ("CSeq", "1 INVITE")],
             body=SDP,
         )
-        final = await self.endpoint.request(invite, target)
+        final = await self._invite_once(invite, target, cancel_after)
+        if final.status in (401, 407) and auth_as is not None:
+            name = "WWW-Authenticate" if final.status == 401 else "Proxy-Authenticate"
+            challenges = [auth.parse_challenge(v) for v in final.headers.lines(name)]
+            creds = auth.DigestClient(*auth_as).authorize(challenges, "INVITE", str(uri))
+            cred_name = "Authorization" if final.status == 401 else "Proxy-Authorization"
+            invite = build_request(
+                "INVITE",
+                uri,
+                [
+                    ("Via", self.endpoint.via(transport)),
+                    *headers,
+                    ("CSeq", "2 INVITE"),
+                    (cred_name, creds.to_header()),
+                ],
+                body=SDP,
+            )
+            final = await self._invite_once(invite, target, cancel_after)
         if not final.success:
             return final.status
         dialog = self.dialogs.receive_response(invite, final)
@@ -234,6 +279,10 @@ class Agent:
         via = self.endpoint.via(transport)
         self.endpoint.send_ack(dialog.create_ack(invite.cseq.seq, via=via), target)
         self.counts["calls"] += 1
+        if hold:
+            for direction in ("sendonly", "sendrecv"):
+                status = await self._reinvite(dialog, target, direction)
+                self.counts[f"reinvite-{direction}-{status}"] += 1
         await asyncio.sleep(talk)
         if dialog.state is DialogState.TERMINATED:
             return final.status  # the callee hung up first
@@ -241,6 +290,44 @@ class Agent:
         bye_final = await self.endpoint.request(bye, target)
         dialog.receive_response(bye, bye_final)
         self.dialogs.remove(dialog.id)
+        return final.status
+
+    async def _invite_once(
+        self, invite: Request, target: Peer, cancel_after: float | None
+    ) -> Response:
+        cancel: list[asyncio.TimerHandle] = []
+
+        def provisional(response: Response) -> None:
+            self.counts[f"got-{response.status}"] += 1
+            if cancel_after is not None and not cancel and response.status > 100:
+                loop = asyncio.get_running_loop()
+                cancel.append(
+                    loop.call_later(
+                        cancel_after,
+                        lambda: self.endpoint.send_request(make_cancel(invite), target),
+                    )
+                )
+
+        try:
+            return await self.endpoint.request(invite, target, provisional)
+        finally:
+            for handle in cancel:
+                handle.cancel()
+
+    async def _reinvite(self, dialog: Dialog, target: Peer, direction: str) -> int:
+        body = SDP.replace(b"a=rtpmap:0", f"a={direction}\r\na=rtpmap:0".encode(), 1)
+        request = dialog.create_request(
+            "INVITE",
+            via=self.endpoint.via(target.transport),
+            body=body,
+            content_type="application/sdp",
+        )
+        final = await self.endpoint.request(request, target)
+        dialog.receive_response(request, final)
+        if final.success:
+            via = self.endpoint.via(target.transport)
+            self.endpoint.send_ack(dialog.create_ack(request.cseq.seq, via=via), target)
+            self.last_sdp = final.body
         return final.status
 
     async def _hang_up(self, dialog: Dialog, transport: str) -> None:
