@@ -57,6 +57,8 @@ __all__ = [
     "Registrar",
     "RegistrarJobs",
     "behind_nat",
+    "options_ping",
+    "sip_date",
 ]
 
 log = logging.getLogger(__name__)
