@@ -8,6 +8,9 @@ with its real endpoint, store (SQLite in a temp folder) and relay.
 from __future__ import annotations
 
 import asyncio
+import re
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -223,3 +226,55 @@ async def test_wrong_password_and_unauthenticated_calls_are_refused(
     assert await caller.call(target, "102", auth_as=("101", "wrong")) == 403
     assert await caller.call(target, "102") == 401
     await caller.close()
+
+
+async def test_rtp_flows_both_ways_through_the_box(box: tuple[SipCore, Store]) -> None:
+    """Two "phones" (UDP sockets at the ports their SDP names) exchange RTP through the
+    relay: each only ever talks to the box's address, packets arrive unchanged, and the
+    call record counts them."""
+    core, store = box
+    loop = asyncio.get_running_loop()
+    phones = []
+    for _ in range(2):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        phones.append(sock)
+    caller_rtp, callee_rtp = phones
+    callee = await agent(media_port=callee_rtp.getsockname()[1])
+    bind(store, "102", callee.endpoint.local("UDP")[1])
+    caller = Agent(AgentConfig(timers=FAST, media_port=caller_rtp.getsockname()[1]))
+    await caller.start("UDP")
+    target = Peer("UDP", "127.0.0.1", core.endpoint.local("UDP")[1])
+    call = asyncio.ensure_future(caller.call(target, "102", talk=1.0, auth_as=("101", PASSWORD)))
+    await asyncio.wait_for(caller.answered.wait(), 10)
+    box_for_caller = _sdp_port(caller.last_sdp)  # where the caller must send
+    box_for_callee = _sdp_port(callee.first_offer)  # where the callee must send
+    packets = [_rtp(seq) for seq in range(50)]
+    for packet in packets:
+        caller_rtp.sendto(packet, ("127.0.0.1", box_for_caller))
+        callee_rtp.sendto(packet[:12] + b"B" * 160, ("127.0.0.1", box_for_callee))
+        await asyncio.sleep(0.002)
+    got_callee = [await asyncio.wait_for(loop.sock_recv(callee_rtp, 2048), 2) for _ in packets]
+    got_caller = [await asyncio.wait_for(loop.sock_recv(caller_rtp, 2048), 2) for _ in packets]
+    assert got_callee == packets  # bytes, SSRC, sequence untouched
+    assert all(p.endswith(b"B" * 160) for p in got_caller)
+    assert await call == 200
+    await settle(core)
+    (record,) = store.cdr.search()
+    assert record.media_from_caller.packets == 50 and record.media_from_callee.packets == 50
+    assert record.media_from_caller.lost == 0
+    for sock in phones:
+        sock.close()
+    await caller.close()
+    await callee.close()
+
+
+def _rtp(seq: int) -> bytes:
+    return struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 0x1234ABCD) + b"A" * 160
+
+
+def _sdp_port(body: bytes) -> int:
+    match = re.search(rb"m=audio (\d+)", body)
+    assert match, body
+    return int(match.group(1))

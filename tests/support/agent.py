@@ -48,6 +48,7 @@ class AgentConfig:
     algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     ring_seconds: float = 0.0
     answer_status: int = 200  # e.g. 486 to play a busy phone
+    media_port: int = 40000  # the RTP port written into this agent's SDP
     timers: TimerConfig = field(default_factory=TimerConfig)
 
 
@@ -61,8 +62,11 @@ class Agent:
             self.config.realm, b"agent-test-nonce-key", algorithms=self.config.algorithms
         )
         self.counts: Counter[str] = Counter()
+        self.sdp = SDP.replace(b"m=audio 40000", b"m=audio %d" % self.config.media_port)
         self.last_offer = b""
+        self.first_offer = b""  # the SDP of the first INVITE this agent answered
         self.last_sdp = b""
+        self.answered = asyncio.Event()
         self.bindings: dict[str, str] = {}
         self._pending: dict[str, tuple[Request, asyncio.TimerHandle | None]] = {}
         # INVITE server key -> the dialog its 200 made and the transport, until the ACK.
@@ -128,10 +132,10 @@ class Agent:
             if request.method == "INVITE" and request.body:
                 self.last_offer = request.body
                 mirrored = {b"a=sendonly": b"a=recvonly", b"a=inactive": b"a=inactive"}
-                answer = SDP
+                answer = self.sdp
                 for offered, answered in mirrored.items():
                     if offered in request.body:
-                        answer = SDP.replace(b"a=rtpmap:0", answered + b"\r\na=rtpmap:0", 1)
+                        answer = self.sdp.replace(b"a=rtpmap:0", answered + b"\r\na=rtpmap:0", 1)
                 extra = [("Content-Type", "application/sdp")]
                 response = make_response(request, 200, extra=extra, body=answer)
             else:
@@ -189,6 +193,7 @@ class Agent:
         )
 
     def _invite(self, key: str, request: Request, tag: str, transport: str) -> None:
+        self.first_offer = self.first_offer or request.body
         host, port = self.endpoint.local(transport)
         contact = f"<sip:agent@{host}:{port};transport={transport.lower()}>"
         ringing = make_response(request, 180, to_tag=tag, extra=[("Contact", contact)])
@@ -206,7 +211,7 @@ class Agent:
                 200,
                 to_tag=tag,
                 extra=[("Contact", contact), ("Content-Type", "application/sdp")],
-                body=SDP,
+                body=self.sdp,
             )
             dialog = self.dialogs.add(Dialog.from_uas(request, ok))
             self._answered[key] = (dialog, transport)
@@ -252,7 +257,7 @@ class Agent:
             "INVITE",
             uri,
             [("Via", self.endpoint.via(transport)), *headers, ("CSeq", "1 INVITE")],
-            body=SDP,
+            body=self.sdp,
         )
         final = await self._invite_once(invite, target, cancel_after)
         if final.status in (401, 407) and auth_as is not None:
@@ -269,7 +274,7 @@ class Agent:
                     ("CSeq", "2 INVITE"),
                     (cred_name, creds.to_header()),
                 ],
-                body=SDP,
+                body=self.sdp,
             )
             final = await self._invite_once(invite, target, cancel_after)
         if not final.success:
@@ -279,6 +284,8 @@ class Agent:
         via = self.endpoint.via(transport)
         self.endpoint.send_ack(dialog.create_ack(invite.cseq.seq, via=via), target)
         self.counts["calls"] += 1
+        self.last_sdp = final.body
+        self.answered.set()
         if hold:
             for direction in ("sendonly", "sendrecv"):
                 status = await self._reinvite(dialog, target, direction)
@@ -315,7 +322,7 @@ class Agent:
                 handle.cancel()
 
     async def _reinvite(self, dialog: Dialog, target: Peer, direction: str) -> int:
-        body = SDP.replace(b"a=rtpmap:0", f"a={direction}\r\na=rtpmap:0".encode(), 1)
+        body = self.sdp.replace(b"a=rtpmap:0", f"a={direction}\r\na=rtpmap:0".encode(), 1)
         request = dialog.create_request(
             "INVITE",
             via=self.endpoint.via(target.transport),
