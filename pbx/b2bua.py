@@ -151,7 +151,9 @@ class CallManager:
         now = self.clock()
 
         def refuse(status: int, reason: str | None = None) -> None:
-            self.endpoint.send_response(key, make_response(request, status, reason, to_tag=tag))
+            response = make_response(request, status, reason, to_tag=tag)
+            self.endpoint.send_response(key, response)
+            self._record_refusal(request, caller, response, now)
 
         if request.max_forwards is not None and request.max_forwards <= 0:
             return refuse(483)
@@ -545,12 +547,37 @@ class CallManager:
             media_from_caller=from_caller,
             media_from_callee=from_callee,
         )
-        try:
-            self.cdr.write(record)
-        except Exception:  # the call is over either way; losing a record is logged loudly
-            log.exception("call record %s could not be written", call.id)
+        self._write_record(record)
 
     # --------------------------------------------------------------------- helpers
+
+    def _record_refusal(
+        self, request: Request, caller: str, response: Response, now: float
+    ) -> None:
+        """A call refused before it rang anyone still gets its call record."""
+        disposition = {486: Disposition.BUSY, 503: Disposition.CONGESTION}.get(
+            response.status, Disposition.FAILED
+        )
+        record = CallRecord(
+            call_id=str(uuid.uuid4()),
+            sip_call_id=request.call_id,
+            caller_number=caller,
+            dialed=request.sip_uri.user_unescaped or "",
+            direction=Direction.INTERNAL,
+            start_time=now,
+            end_time=now,
+            disposition=disposition,
+            hangup_side=HangupSide.SYSTEM,
+            hangup_cause=response.reason,
+            sip_code=response.status,
+        )
+        self._write_record(record)
+
+    def _write_record(self, record: CallRecord) -> None:
+        try:
+            self.cdr.write(record)
+        except Exception:  # the call is over either way; a lost record is logged loudly
+            log.exception("call record %s could not be written", record.call_id)
 
     def _set_remote(self, leg: Leg, sdp: SessionDescription) -> None:
         targets = [t for t in media_targets(sdp) if t.kind == "audio" and t.active]

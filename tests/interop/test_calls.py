@@ -195,7 +195,10 @@ async def test_offline_and_unknown_numbers(box: tuple[SipCore, Store]) -> None:
     assert status == 480
     status_unknown, caller2 = await place_call(core, "999")
     assert status_unknown == 404
-    assert not store.cdr.search()  # refused before a call existed: no call record
+    # Refused before anyone rang, and still on record.
+    records = {r.dialed: r for r in store.cdr.search()}
+    assert records["103"].sip_code == 480 and records["103"].disposition is Disposition.FAILED
+    assert records["999"].sip_code == 404 and records["999"].hangup_cause == "No such extension"
     await caller.close()
     await caller2.close()
 
