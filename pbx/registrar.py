@@ -36,6 +36,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Protocol
 
 from pbx.sip import auth
@@ -269,18 +270,18 @@ class Registrar:
         call_id = request.call_id
         cseq = request.cseq.seq
         changes: dict[str, Binding | None] = {}
-        values = request.headers.values("Contact")
-        if "*" in values:
-            if len(values) != 1 or request.expires != 0:
-                return _error(request, 400, "Contact * needs Expires: 0 and no other Contact")
+        # Parsed and cached by the parser already; "*" among other contacts fails there (400).
+        contacts = request.contacts
+        if not contacts:
+            if not request.contact_star:
+                return changes  # a query (§10.2.3)
+            if request.expires != 0:
+                return _error(request, 400, "Contact * needs Expires: 0")
             for bound in stored:
                 if bound.call_id == call_id and cseq <= bound.cseq:
                     return _error(request, 500, "Out of order REGISTER")
                 changes[bound.contact] = None
             return changes
-        contacts = request.contacts
-        if not contacts:
-            return changes  # a query (§10.2.3)
         header_expires = request.expires
         by_text = {b.contact: b for b in stored}
         user_agent = request.headers.get("User-Agent")
@@ -376,7 +377,12 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 def sip_date(now: float) -> str:
     """A Date header value (RFC 3261 §20.17: RFC 1123 form, always GMT). Not email.utils:
     it imports socket, and the sans-IO core loads none."""
-    t = time.gmtime(now)
+    return _date_of(int(now))
+
+
+@lru_cache(maxsize=2)  # one REGISTER after another mostly falls in the same second
+def _date_of(second: int) -> str:
+    t = time.gmtime(second)
     return (
         f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
         f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
@@ -632,8 +638,9 @@ class RegistrarJobs:
 
     async def _ping(self, binding: Binding) -> None:
         target = Peer("UDP", binding.source_host, binding.source_port)
-        request = options_ping(binding, self.endpoint.via("UDP"), self.endpoint.local("UDP"))
         try:
+            local = self.endpoint.local("UDP")
+            request = options_ping(binding, self.endpoint.via("UDP"), local)
             response = await self.endpoint.request(request, target)
         except Exception:  # a ping must never take the job down
             log.exception("keep-alive OPTIONS to %s failed", target)
