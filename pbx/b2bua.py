@@ -28,7 +28,7 @@ from pbx.media.relay import Leg, MediaRelay, MediaSession
 from pbx.sdp.errors import SdpError
 from pbx.sdp.offer_answer import SdpLeg, media_targets, negotiated_codec
 from pbx.sdp.session import SessionDescription, parse_sdp
-from pbx.sip.dialog import Dialog, DialogTable, make_cancel, new_call_id, new_tag
+from pbx.sip.dialog import Dialog, DialogState, DialogTable, make_cancel, new_call_id, new_tag
 from pbx.sip.errors import RemoteProtocolError
 from pbx.sip.events import (
     AckReceived,
@@ -111,6 +111,9 @@ class Call:
     ringing_sent: bool = False
     early_media: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # The media description each side's phone last sent ("A"/"B"), for re-offers (transfer).
+    phone_sdp: dict[str, SessionDescription] = field(default_factory=dict)
+    transferring: str = ""  # the side being replaced by a blind transfer (REFER)
 
 
 class CallManager:
@@ -227,6 +230,7 @@ class CallManager:
         try:
             if request.body:
                 call.offer_a = parse_sdp(request.body)
+                call.phone_sdp["A"] = call.offer_a
                 offer_b = call.sdp_b.offer_from(call.offer_a)
                 self._set_remote(call.media.a, call.offer_a)
         except SdpError as exc:
@@ -287,8 +291,11 @@ class CallManager:
         call_id: str,
         from_tag: str,
         offer: SessionDescription | None,
+        *,
+        to: str | None = None,
     ) -> tuple[Request, Peer]:
         peer = Peer(binding.source_transport, binding.source_host, binding.source_port)
+        callee = to or call.dialed
         host, port = self.endpoint.local(peer.transport)
         domain = self.settings.domain
         name = call.caller_name.replace('"', "")
@@ -296,12 +303,12 @@ class CallManager:
             ("Via", self.endpoint.via(peer.transport)),
             ("Max-Forwards", str(max((call.a_request.max_forwards or 70) - 1, 1))),
             ("From", f'"{name}" <sip:{call.caller}@{domain}>;tag={from_tag}'),
-            ("To", f"<sip:{call.dialed}@{domain}>"),
+            ("To", f"<sip:{callee}@{domain}>"),
             ("Call-ID", call_id),
             ("CSeq", "1 INVITE"),
             (
                 "Contact",
-                f"<sip:{call.dialed}@{_host(host)}:{port};transport={peer.transport.lower()}>",
+                f"<sip:{callee}@{_host(host)}:{port};transport={peer.transport.lower()}>",
             ),
             ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO"),
             ("User-Agent", self.settings.user_agent),
@@ -343,6 +350,7 @@ class CallManager:
         try:
             if call.offer_a is not None:
                 sdp_b = parse_sdp(response.body)
+                call.phone_sdp["B"] = sdp_b
                 answer = bytes(call.sdp_a.answer_from(sdp_b, call.offer_a))
                 self._set_remote(call.media.b, sdp_b)
                 codec = negotiated_codec(sdp_b)
@@ -427,8 +435,13 @@ class CallManager:
             response = make_response(request, 200)
             mine.response_sent(request, response)
             self.endpoint.send_response(key, response)
+            if call.transferring == side:
+                return  # the transferor leaves; the transferee stays for the new party
             hung_by = HangupSide.CALLER if side == "A" else HangupSide.CALLEE
             await self._hangup(call, hung_by, "normal clearing", skip=side)
+            return
+        if method == "REFER":
+            await self._transfer(call, side, key, request)
             return
         other = self._other(call, side)
         if other is None or method not in RELAYED_METHODS:
@@ -467,6 +480,8 @@ class CallManager:
                 near_leg = call.media.a if side == "A" else call.media.b
                 self._set_remote(far_leg, remote)
                 self._set_remote(near_leg, offer)
+                call.phone_sdp[side] = offer
+                call.phone_sdp["B" if side == "A" else "A"] = remote
             except SdpError as exc:
                 self.endpoint.send_response(key, make_response(request, 488, exc.reason))
                 return
@@ -474,6 +489,105 @@ class CallManager:
         reply = make_response(request, response.status, response.reason, extra=extra, body=answer)
         mine.response_sent(request, reply)
         self.endpoint.send_response(key, reply)
+
+    # -------------------------------------------------------------------- transfer
+
+    async def _transfer(self, call: Call, side: str, key: str, request: Request) -> None:
+        """Blind transfer (RFC 3515): the phone on ``side`` asks the box to connect the other
+        party to the Refer-To target. The box calls the target on the same media leg, reports
+        progress to the transferor with NOTIFY (message/sipfrag), and replaces the
+        transferor's dialog with the target's once it answers."""
+        mine = call.a_dialog if side == "A" else call.b_dialog
+        my_peer = call.a_source if side == "A" else call.b_peer
+        other_side = "B" if side == "A" else "A"
+        try:
+            target_uri = parse_address(request.headers.get("Refer-To") or "", what="Refer-To")
+            number = target_uri.sip_uri.user_unescaped or ""
+        except RemoteProtocolError:
+            self.endpoint.send_response(key, make_response(request, 400, "Bad Refer-To"))
+            return
+        target = self.directory.get(number)
+        transferee_sdp = call.phone_sdp.get(other_side)
+        media_leg = None if call.media is None else call.media.a if side == "A" else call.media.b
+        sdp_leg = call.sdp_a if side == "A" else call.sdp_b
+        if target is None or not target.enabled:
+            self.endpoint.send_response(key, make_response(request, 404, "No such extension"))
+            return
+        if mine is None or my_peer is None or transferee_sdp is None or media_leg is None:
+            self.endpoint.send_response(key, make_response(request, 488, "Nothing to transfer"))
+            return
+        assert sdp_leg is not None
+        accepted = make_response(request, 202)
+        mine.response_sent(request, accepted)
+        self.endpoint.send_response(key, accepted)
+        call.transferring = side
+        await self._notify(mine, my_peer, "SIP/2.0 100 Trying", final=False)
+        status, reason = 480, "Temporarily Unavailable"
+        bindings = self.lookup(number, self.clock())
+        if bindings:
+            invite, peer = self._fork_invite(
+                call,
+                bindings[0],
+                new_call_id(self.settings.media_host),
+                new_tag(),
+                sdp_leg.offer_from(transferee_sdp),
+                to=number,
+            )
+            try:
+                final = await asyncio.wait_for(
+                    self.endpoint.request(invite, peer), target.ring_timeout
+                )
+            except TimeoutError:
+                self.endpoint.send_request(make_cancel(invite), peer)
+                final = make_response(invite, 480, "No answer")
+            status, reason = final.status, final.reason
+            if final.success and not call.ended:
+                await self._transferred(call, side, invite, peer, final)
+        if status >= 300:
+            call.transferring = ""
+        await self._notify(mine, my_peer, f"SIP/2.0 {status} {reason}", final=True)
+        if status < 300 and mine.state is not DialogState.TERMINATED:
+            bye = mine.create_request("BYE", via=self.endpoint.via(my_peer.transport))
+            await self._send_bye(bye, my_peer)
+
+    async def _transferred(
+        self, call: Call, side: str, invite: Request, peer: Peer, final: Response
+    ) -> None:
+        dialog = self.dialogs.receive_response(invite, final)
+        assert dialog is not None and call.media is not None
+        self.endpoint.send_ack(
+            dialog.create_ack(invite.cseq.seq, via=self.endpoint.via(peer.transport)), peer
+        )
+        try:
+            answer = parse_sdp(final.body)
+            self._set_remote(call.media.a if side == "A" else call.media.b, answer)
+            call.phone_sdp[side] = answer
+        except SdpError as exc:
+            log.info("transfer target answered unusable SDP: %s", exc.reason)
+        old = call.a_dialog if side == "A" else call.b_dialog
+        if old is not None:
+            self._by_dialog.pop(old.id, None)
+        if side == "A":
+            call.a_dialog, call.a_source = dialog, peer
+        else:
+            call.b_dialog, call.b_peer = dialog, peer
+            call.callee = invite.sip_uri.user
+        self._by_dialog[dialog.id] = (call, side)
+
+    async def _notify(self, dialog: Dialog, peer: Peer, sipfrag: str, *, final: bool) -> None:
+        """Report transfer progress to the transferor (RFC 3515 §2.4.5)."""
+        if dialog.state is DialogState.TERMINATED:
+            return
+        state = "terminated;reason=noresource" if final else "active;expires=60"
+        notify = dialog.create_request(
+            "NOTIFY",
+            via=self.endpoint.via(peer.transport),
+            headers=[("Event", "refer"), ("Subscription-State", state)],
+            body=sipfrag.encode(),
+            content_type="message/sipfrag;version=2.0",
+        )
+        response = await self.endpoint.request(notify, peer)
+        dialog.receive_response(notify, response)
 
     # ---------------------------------------------------------------------- ending
 

@@ -281,3 +281,40 @@ def _sdp_port(body: bytes) -> int:
     match = re.search(rb"m=audio (\d+)", body)
     assert match, body
     return int(match.group(1))
+
+
+async def test_blind_transfer_by_refer(box: tuple[SipCore, Store]) -> None:
+    """101 calls 102; 102 transfers 101 to 103 with REFER. The box reports progress with
+    NOTIFY, connects 101 to 103 on the same media leg and lets 102 go; 101's BYE then ends
+    the call at 103."""
+    core, store = box
+    bob, carol = await agent(), await agent()
+    bind(store, "102", bob.endpoint.local("UDP")[1])
+    store.bindings.put(
+        replace(
+            store.bindings.list("102")[0],
+            aor="103",
+            contact=f"<sip:103@127.0.0.1:{carol.endpoint.local('UDP')[1]}>",
+            source_port=carol.endpoint.local("UDP")[1],
+        )
+    )
+    alice = Agent(AgentConfig(timers=FAST))
+    await alice.start("UDP")
+    target = Peer("UDP", "127.0.0.1", core.endpoint.local("UDP")[1])
+    call = asyncio.ensure_future(alice.call(target, "102", talk=1.5, auth_as=("101", PASSWORD)))
+    await asyncio.wait_for(alice.answered.wait(), 10)
+    assert await bob.refer("103") == 202
+    for _ in range(100):  # the transfer completes: carol answered, bob was released
+        if carol.counts["answered"] and bob.counts["in-dialog-BYE"]:
+            break
+        await asyncio.sleep(0.02)
+    assert carol.counts["answered"] == 1
+    assert bob.counts["in-dialog-BYE"] == 1  # the box released the transferor
+    assert [n.split(b"\r\n")[0] for n in bob.notifies] == [b"SIP/2.0 100 Trying", b"SIP/2.0 200 OK"]
+    assert await call == 200
+    await settle(core)
+    assert carol.counts["in-dialog-BYE"] == 1  # alice's hang-up reached the new party
+    (record,) = store.cdr.search()
+    assert record.disposition is Disposition.ANSWERED and record.callee_number == "103"
+    for ua in (alice, bob, carol):
+        await ua.close()

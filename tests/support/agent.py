@@ -64,7 +64,8 @@ class Agent:
         self.counts: Counter[str] = Counter()
         self.sdp = SDP.replace(b"m=audio 40000", b"m=audio %d" % self.config.media_port)
         self.last_offer = b""
-        self.first_offer = b""  # the SDP of the first INVITE this agent answered
+        self.first_offer = b""
+        self.notifies: list[bytes] = []  # the SDP of the first INVITE this agent answered
         self.last_sdp = b""
         self.answered = asyncio.Event()
         self.bindings: dict[str, str] = {}
@@ -129,6 +130,9 @@ class Agent:
                     reply(key, answer)
                 return
             dialog.receive_request(request)
+            self.counts[f"in-dialog-{request.method}"] += 1
+            if request.method == "NOTIFY":
+                self.notifies.append(request.body)
             if request.method == "INVITE" and request.body:
                 self.last_offer = request.body
                 mirrored = {b"a=sendonly": b"a=recvonly", b"a=inactive": b"a=inactive"}
@@ -335,6 +339,25 @@ class Agent:
             via = self.endpoint.via(target.transport)
             self.endpoint.send_ack(dialog.create_ack(request.cseq.seq, via=via), target)
             self.last_sdp = final.body
+        return final.status
+
+    async def refer(self, number: str, domain: str = "edgepbx.local") -> int:
+        """Blind-transfer the other party of this agent's (only) call to ``number`` with
+        REFER (RFC 3515), sent to the dialog's remote target; returns the REFER's status."""
+        (dialog,) = list(self.dialogs)
+        uri = dialog.remote_target
+        assert isinstance(uri, SipUri)
+        target = Peer((uri.transport or "udp").upper(), uri.host_bare, uri.port or 5060)
+        refer = dialog.create_request(
+            "REFER",
+            via=self.endpoint.via(target.transport),
+            headers=[
+                ("Refer-To", f"<sip:{number}@{domain}>"),
+                ("Referred-By", f"<{dialog.local_uri}>"),
+            ],
+        )
+        final = await self.endpoint.request(refer, target)
+        dialog.receive_response(refer, final)
         return final.status
 
     async def _hang_up(self, dialog: Dialog, transport: str) -> None:
