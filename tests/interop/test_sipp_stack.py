@@ -76,6 +76,26 @@ async def test_stack_calls_sipp_uas(agent: Agent, tmp_path: Path, transport: Tra
     assert agent.counts["calls"] == 5
 
 
+async def test_calls_survive_packet_loss(agent: Agent, tmp_path: Path) -> None:
+    """SIPp drops 10 % of what it sends and receives; the stack's retransmissions (the 2xx
+    until ACK, responses to retransmitted requests) and SIPp's own keep every call whole."""
+    port = await agent.start("UDP")
+    result = await asyncio.to_thread(
+        run_sipp,
+        f"127.0.0.1:{port}",
+        scenario="uac_call",
+        workdir=tmp_path,
+        calls=20,
+        rate=20,
+        lost=10,
+        duration_ms=100,
+        timeout_s=60,
+    )
+    assert result.retransmissions > 0, result.describe()
+    assert_all_ok(result, 20)
+    assert agent.counts["answered"] == 20
+
+
 async def test_register_with_digest_auth(agent: Agent, tmp_path: Path) -> None:
     port = await agent.start("UDP")
     users = [f"u{i:03d}" for i in range(50)]
