@@ -154,7 +154,7 @@ class CallManager:
         now = self.clock()
 
         def refuse(status: int, reason: str | None = None) -> None:
-            response = make_response(request, status, reason, to_tag=tag)
+            response = _failure(request, status, reason, tag)
             self.endpoint.send_response(key, response)
             self._record_refusal(request, caller, response, now)
 
@@ -393,7 +393,7 @@ class CallManager:
         *,
         side: HangupSide = HangupSide.SYSTEM,
     ) -> None:
-        response = make_response(call.a_request, status, reason, to_tag=call.a_tag)
+        response = _failure(call.a_request, status, reason, call.a_tag)
         self.endpoint.send_response(call.a_key, response)
         self._finish(call, disposition, side, reason or response.reason, status)
 
@@ -727,6 +727,14 @@ class CallManager:
             await self._hangup(call, HangupSide.SYSTEM, "shutdown")
         for task in list(self._tasks):
             task.cancel()
+
+
+def _failure(request: Request, status: int, reason: str | None, tag: str) -> Response:
+    """A final failure for the caller, its cause also in a Reason header (RFC 3326) so phones
+    can show why the call failed."""
+    response = make_response(request, status, reason, to_tag=tag)
+    text = response.reason.replace('"', "'")
+    return response.with_added_header("Reason", f'SIP;cause={status};text="{text}"')
 
 
 def _best_failure(finals: list[Response]) -> tuple[int, str, Disposition]:

@@ -121,6 +121,28 @@ async def settle(core: SipCore) -> None:
         await asyncio.sleep(0.02)
 
 
+async def test_call_limits(box: tuple[SipCore, Store]) -> None:
+    """An extension with call limit 1 that is in a call is busy for a second caller."""
+    core, store = box
+    store.directory.update(replace(store.directory.get("102"), call_limit=1))  # type: ignore[type-var]
+    callee = await agent()
+    bind(store, "102", callee.endpoint.local("UDP")[1])
+    first = asyncio.ensure_future(place_call(core, "102", talk=1.0))
+    for _ in range(100):
+        if core.calls.calls and callee.counts["answered"]:
+            break
+        await asyncio.sleep(0.02)
+    status, second = await place_call(core, "102")
+    assert status == 486
+    first_status, first_caller = await first
+    assert first_status == 200
+    await settle(core)
+    dispositions = sorted(r.disposition.value for r in store.cdr.search())
+    assert dispositions == ["ANSWERED", "BUSY"]
+    for ua in (callee, second, first_caller):
+        await ua.close()
+
+
 async def test_busy_callee(box: tuple[SipCore, Store]) -> None:
     core, store = box
     callee = await agent(answer_status=486)
