@@ -153,9 +153,14 @@ class Tap:
         return self._items.popleft()
 
     async def get_batch(self) -> list[TapItem]:
-        """Everything queued (at least one item), waiting when empty; fewer wake-ups than
-        :meth:`get` for a consumer that writes in blocks."""
+        """Everything queued (at least one item), waiting when empty."""
         await self._wait()
+        return self.drain()
+
+    def drain(self) -> list[TapItem]:
+        """Everything queued now, without waiting. A consumer that writes in blocks (the
+        recorder) is cheapest when it drains on its own timer, every 50-100 ms: awaiting
+        :meth:`get` costs the relay a task wake-up per packet."""
         items = list(self._items)
         self._items.clear()
         return items

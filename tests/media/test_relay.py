@@ -431,9 +431,12 @@ async def test_full_tap_drops_and_counts_without_slowing_media(
     assert tap.dropped == 45
     assert [p for _, _, p in await tap.get_batch()] == [rtp(seq) for seq in range(5)]
     a.send(rtp(50), session.a.local_address)
-    await b.recv()
+    a.send(rtp(51), session.a.local_address)
+    await b.recv_all(2)
     assert tap.get_nowait() is not None
+    assert len(tap.drain()) == 1
     assert tap.get_nowait() is None
+    assert tap.drain() == []
 
 
 async def test_closing_a_tap_stops_copying(relay: MediaRelay, phones: tuple[Phone, Phone]) -> None:
