@@ -26,9 +26,11 @@ class SipSettings(BaseModel):
     t2: float = Field(4.0, gt=0)
     t4: float = Field(5.0, gt=0)
     user_agent: str = "edgepbx"
-    # Digest algorithms in challenge order. RFC 8760 puts SHA-256 first; many phones (and
-    # SIPp) answer only the first challenge and know MD5 only, so MD5 leads by default.
-    digest_algorithms: tuple[Literal["MD5", "SHA-256"], ...] = ("MD5", "SHA-256")
+    # Digest algorithms offered, one challenge each, in this order. MD5 alone by default:
+    # SIPp and many phones answer only the first challenge, and libre-based phones before
+    # 2024 (baresip 1.0 on Debian 12) fail outright when any challenge is not MD5, instead of
+    # skipping it as RFC 8760 asks. Offices with modern phones can add "SHA-256".
+    digest_algorithms: tuple[Literal["MD5", "SHA-256"], ...] = ("MD5",)
     media_host: str = "127.0.0.1"
     rtp_port_min: int = Field(20000, ge=1024, le=65534)
     rtp_port_max: int = Field(20999, ge=1025, le=65535)
