@@ -19,8 +19,13 @@ from typing import TypeVar
 
 import pytest
 from support.bench import report
+from support.phone import KEY, PASSWORD, REALM, Phone
+from support.phone import NOW as PHONE_NOW
 
-from appliance.store import WriteBehindCdr, open_store
+from appliance.store import SqliteStore, WriteBehindCdr, open_store
+from appliance.store.writer import WriteBehindBindings
+from pbx.registrar import Authenticator, Registrar
+from pbx.sip import Response
 from pbx.store import (
     Binding,
     CallRecord,
@@ -30,6 +35,7 @@ from pbx.store import (
     Extension,
     HangupSide,
     MediaStats,
+    MemoryStore,
 )
 
 pytestmark = pytest.mark.bench
@@ -205,3 +211,98 @@ def test_store_operation_costs(tmp_path: Path) -> None:
     )
     report("store", rows)
     report("store_wal", wal)
+
+
+def binding_rows(mode: str, path: Path) -> list[dict[str, object]]:
+    """The registrar's store calls on one kind of store: first registrations of 1,000
+    AoRs, then 10 refreshes each, timed one call at a time."""
+    rows: list[dict[str, object]] = []
+    numbers = range(1000, 1000 + EXTENSIONS)
+    refresh = [(i, n) for i, n in enumerate(n for _ in range(10) for n in numbers)]
+    store = open_store(path, write_behind=mode == "write-behind")
+    for n in numbers:
+        store.directory.create(Extension(str(n)))
+    bindings = store.bindings
+
+    def register(b: Binding) -> None:
+        bindings.list(b.aor, NOW)
+        bindings.put(b)
+
+    start = time.perf_counter()
+    first = [registration(n, NOW + 3600) for n in numbers]
+    rows.append(timed(f"{mode}: list+put, first binding of an AoR", first, register))
+    again = [registration(n, NOW + 3600 + i, cseq=i + 2) for i, n in refresh]
+    rows.append(timed(f"{mode}: list+put, refresh", again, register))
+    rows.append(timed(f"{mode}: list(aor, now)", numbers, lambda n: bindings.list(str(n), NOW)))
+    puts = [registration(n, NOW + 7200 + i, cseq=i + 20_000) for i, n in refresh]
+    rows.append(timed(f"{mode}: put, refresh", puts, bindings.put))
+    if isinstance(bindings, WriteBehindBindings):
+        bindings.flush()
+        count = len(first) + len(again) + len(puts)
+        rows.append(
+            {
+                "operation": f"{mode}: {count // 1000}k puts, loop + drain (wall, per put)",
+                "n": count,
+                "mean_us": (time.perf_counter() - start) * 1e6 / count,
+                "p50_us": "",
+                "p99_us": "",
+                "max_us": "",
+            }
+        )
+    store.close()
+    return rows
+
+
+def test_write_behind_bindings_loop_cost(tmp_path: Path) -> None:
+    """What the loop pays per REGISTER's store calls (``list`` then ``put``, as the
+    registrar does) with write-behind bindings, while the thread commits behind it; the
+    same workload inline on SQLite for comparison."""
+    rows = [
+        row for mode in ("inline", "write-behind") for row in binding_rows(mode, tmp_path / mode)
+    ]
+    report("store_bindings_write_behind", rows)
+    by_name = {str(r["operation"]): r for r in rows}
+    for name in ("write-behind: put, refresh", "write-behind: list+put, refresh"):
+        mean = by_name[name]["mean_us"]
+        assert isinstance(mean, float) and mean < 20, f"{name}: {mean:.1f} us per call"
+
+
+def register_us(mode: str, path: Path, batch: int = 2000, rounds: int = 5) -> float:
+    """µs per refresh REGISTER through ``Registrar.handle``, the best of several batches."""
+    store: MemoryStore | SqliteStore = (
+        MemoryStore() if mode == "memory" else open_store(path, write_behind=mode != "sqlite")
+    )
+    store.directory.create(Extension("1001"))
+    store.directory.set_password("1001", PASSWORD, REALM)
+    authenticator = Authenticator(store.directory, REALM, KEY, algorithms=("MD5",))
+    registrar = Registrar(store.directory, store.bindings, authenticator, domain=REALM)
+    phone = Phone("1001", PASSWORD)
+    challenge = authenticator.check(phone.register(), PHONE_NOW)
+    assert isinstance(challenge, Response)
+    phone.register(challenge=challenge)
+    requests = [phone.register() for _ in range(batch * rounds)]
+    held = store.writer if isinstance(store, SqliteStore) and mode.endswith("held") else None
+    if held is not None:
+        held.lock.acquire()  # the thread cannot commit: the loop's side alone
+    best = float("inf")
+    for r in range(rounds):
+        start = time.perf_counter()
+        for request in requests[r * batch : (r + 1) * batch]:
+            assert registrar.handle(request, phone.source, PHONE_NOW + 1).status == 200
+        best = min(best, time.perf_counter() - start)
+    if held is not None:
+        held.lock.release()
+    store.close()
+    return best / batch * 1e6
+
+
+def test_register_cost_with_write_behind_bindings(tmp_path: Path) -> None:
+    """A whole refresh REGISTER (digest included) on each store, as
+    tests/registrar/test_bench_registrar.py measures it. "write-behind, writer held": the
+    thread is kept from committing, so the row shows the loop's side alone."""
+    modes = ("memory", "sqlite", "write-behind", "write-behind, writer held")
+    rows: list[dict[str, object]] = [
+        {"store": mode, "register_us": register_us(mode, tmp_path / str(i))}
+        for i, mode in enumerate(modes)
+    ]
+    report("registrar_write_behind", rows)

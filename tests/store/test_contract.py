@@ -74,7 +74,8 @@ class Harness:
         self.store.close()
 
 
-# "queued": SQLite with write-behind call records (appliance.store.writer).
+# "queued": SQLite with write-behind call records and bindings (appliance.store.writer:
+# WriteBehindCdr, WriteBehindBindings), what the SIP core runs on.
 KINDS = ["sqlite", "queued", "memory"]
 
 
