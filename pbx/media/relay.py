@@ -572,6 +572,9 @@ class Leg(asyncio.DatagramProtocol):
 
     def _rtcp_from(self, data: bytes, addr: Address) -> None:
         """A datagram on the RTCP socket (legs without rtcp-mux)."""
+        if len(data) < 4 or data[0] & 0xC0 != 0x80:
+            self.ignored += 1  # not version 2: never latches
+            return
         if addr != self._rtcp_source and self._policy is not LatchPolicy.OFF:
             # RTCP comes every few seconds, so the leg's RTP keeps the RTCP latch alive too.
             last = max(self.last_rtcp_at or 0.0, self.last_rx or 0.0)
@@ -582,9 +585,6 @@ class Leg(asyncio.DatagramProtocol):
                 self.strangers += 1
                 return
             self._rtcp_source = self._rtcp_dest = addr
-        if len(data) < 4 or data[0] & 0xC0 != 0x80:
-            self.ignored += 1
-            return
         self._rtcp(data, self._clock())
 
     def _rtcp(self, data: bytes, now: float) -> None:

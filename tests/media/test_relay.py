@@ -530,6 +530,31 @@ async def test_rtcp_on_its_own_ports_is_relayed_and_recorded(
         b_rtcp.close()
 
 
+async def test_rtcp_socket_latches_to_the_real_source(
+    relay: MediaRelay, phones: tuple[Phone, Phone]
+) -> None:
+    a, b = phones
+    a_rtcp_nat, b_rtcp, stranger = await Phone.open(), await Phone.open(), await Phone.open()
+    try:
+        session = await relay.create_session()
+        session.a.set_remote(HOST, a.address[1])  # RTCP expected on a.port + 1: not used
+        session.b.set_remote(HOST, b.address[1], b_rtcp.address[1])
+        report = build_rtcp([ReceiverReport(0xAAAA)])
+        a_rtcp_nat.send(report, (HOST, session.a.local_rtcp_port))
+        assert (await b_rtcp.recv())[0] == report
+        b_rtcp.send(report, (HOST, session.b.local_rtcp_port))
+        assert (await a_rtcp_nat.recv())[0] == report  # answered to the real source
+        assert session.a.rtcp_destination == a_rtcp_nat.address
+        stranger.send(report, (HOST, session.a.local_rtcp_port))
+        stranger.send(b"junk", (HOST, session.a.local_rtcp_port))
+        await b_rtcp.nothing()
+        counters = session.a.counters()
+        assert (counters.strangers, counters.ignored) == (1, 1)
+    finally:
+        for phone in (a_rtcp_nat, b_rtcp, stranger):
+            phone.close()
+
+
 async def test_rtcp_mux_goes_through_the_rtp_ports(
     relay: MediaRelay, phones: tuple[Phone, Phone]
 ) -> None:

@@ -49,7 +49,7 @@ pytestmark = pytest.mark.bench
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 RELAY_PORTS = (30000, 39999)  # room for 2 x 2 port pairs x 1200 calls; taken ports are skipped
-LADDER = (50, 100, 200, 300, 400, 500, 600, 700, 800)
+LADDER = (50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1200)
 SECONDS = 10.0
 TICK_US = 100  # the load generator's pacing step (see tools/rtpload.c)
 P99_LIMIT_MS = 16.4
@@ -463,6 +463,8 @@ def trial(rtpload: Path, system: str, calls: int, seconds: float, run_dir: Path)
         "p99 ms": load["lat_p99_ms"],
         "max ms": load["lat_max_ms"],
         "relay CPU %": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
+        # CPU per packet relayed (in and out once), the cost measure that compares across loads.
+        "relay µs/pkt": round(1e6 * (cpu1 - cpu0) / (t1 - t0) / (sent / load["send_wall_s"]), 1),
         "gen CPU %": round(100 * load["cpu_s"] / load["send_wall_s"], 1),
         # A late generator means the whole machine stalled, not just the relay.
         "gen late max ms": load["pacing_max_late_ms"],
@@ -539,9 +541,12 @@ def test_relay_capacity(tmp_path: Path) -> None:
     summary = []
     for system in systems:
         best = highest(rows, system)
+        at_target = [r for r in rows if r["system"] == system and r["calls"] == TARGET_CALLS]
         summary.append(
             {
                 "system": SYSTEMS[system],
+                "CPU % at 300 calls": at_target[-1]["relay CPU %"] if at_target else "-",
+                "µs/pkt at 300": at_target[-1]["relay µs/pkt"] if at_target else "-",
                 "highest passing calls": best,
                 "highest zero-loss calls": highest(rows, system, zero_loss_only=True),
                 "pkt/s relayed": best * 100,
@@ -556,6 +561,8 @@ def test_relay_capacity(tmp_path: Path) -> None:
     summary.append(
         {
             "system": "rtpengine userspace: from shared/yardstick, not measured in this run",
+            "CPU % at 300 calls": "-",
+            "µs/pkt at 300": "-",
             "highest passing calls": RTPENGINE_YARDSTICK_CALLS,
             "highest zero-loss calls": "-",
             "pkt/s relayed": RTPENGINE_YARDSTICK_CALLS * 100,
