@@ -503,19 +503,26 @@ def ladder(
     return rows
 
 
-def highest(rows: list[dict[str, Any]], system: str, *, zero_loss_only: bool = False) -> int:
-    """The highest call count up to which every rung passed (a retry may save a rung)."""
-    by_calls: dict[int, bool] = {}
+def rung_results(rows: list[dict[str, Any]], system: str, key: str = "pass") -> dict[int, bool]:
+    """Per call count: did any attempt (first or retry) pass."""
+    results: dict[int, bool] = {}
     for row in rows:
         if row["system"] == system:
-            ok = row["lost a>b"] == row["lost b>a"] == 0 if zero_loss_only else row["pass"]
-            by_calls[row["calls"]] = by_calls.get(row["calls"], False) or ok
-    best = 0
-    for calls in sorted(by_calls):
-        if not by_calls[calls]:
+            results[row["calls"]] = results.get(row["calls"], False) or bool(row[key])
+    return results
+
+
+def capacity(rows: list[dict[str, Any]], system: str) -> tuple[int, int, list[int]]:
+    """(all rungs passed up to, highest rung passed, rungs failed twice). On a shared machine a
+    neighbour can spoil a rung below the real limit, so both figures are reported."""
+    results = rung_results(rows, system)
+    up_to = 0
+    for calls in sorted(results):
+        if not results[calls]:
             break
-        best = calls
-    return best
+        up_to = calls
+    passed = [calls for calls, ok in results.items() if ok]
+    return up_to, max(passed, default=0), sorted(c for c, ok in results.items() if not ok)
 
 
 @pytest.mark.timeout(3600)
@@ -537,24 +544,26 @@ def test_relay_capacity(tmp_path: Path) -> None:
         rows.append(trial(rtpload, "uvloop+tap", TARGET_CALLS, seconds, tmp_path))
     report("media_relay", rows)
 
-    measured_rtpengine = highest(rows, "rtpengine") if "rtpengine" in systems else None
+    rtpengine_best = capacity(rows, "rtpengine")[1] if "rtpengine" in systems else 0
     summary = []
     for system in systems:
-        best = highest(rows, system)
+        up_to, best, failed = capacity(rows, system)
         at_target = [r for r in rows if r["system"] == system and r["calls"] == TARGET_CALLS]
         summary.append(
             {
                 "system": SYSTEMS[system],
                 "CPU % at 300 calls": at_target[-1]["relay CPU %"] if at_target else "-",
                 "µs/pkt at 300": at_target[-1]["relay µs/pkt"] if at_target else "-",
-                "highest passing calls": best,
-                "highest zero-loss calls": highest(rows, system, zero_loss_only=True),
-                "pkt/s relayed": best * 100,
-                "ladder top": max(rungs),
-                "vs target 300": round(best / TARGET_CALLS, 2),
+                "all rungs passed up to": up_to,
+                "highest rung passed": best,
+                "rungs failed twice": ", ".join(map(str, failed)) or "-",
+                "pkt/s relayed at highest": best * 100,
+                "target 300": (
+                    "pass" if rung_results(rows, system).get(TARGET_CALLS) else "FAIL/not run"
+                ),
                 "vs rtpengine 495 (yardstick)": round(best / RTPENGINE_YARDSTICK_CALLS, 2),
                 "vs rtpengine this run": (
-                    round(best / measured_rtpengine, 2) if measured_rtpengine else "-"
+                    round(best / rtpengine_best, 2) if rtpengine_best else "-"
                 ),
             }
         )
@@ -563,11 +572,11 @@ def test_relay_capacity(tmp_path: Path) -> None:
             "system": "rtpengine userspace: from shared/yardstick, not measured in this run",
             "CPU % at 300 calls": "-",
             "µs/pkt at 300": "-",
-            "highest passing calls": RTPENGINE_YARDSTICK_CALLS,
-            "highest zero-loss calls": "-",
-            "pkt/s relayed": RTPENGINE_YARDSTICK_CALLS * 100,
-            "ladder top": "-",
-            "vs target 300": round(RTPENGINE_YARDSTICK_CALLS / TARGET_CALLS, 2),
+            "all rungs passed up to": RTPENGINE_YARDSTICK_CALLS,
+            "highest rung passed": RTPENGINE_YARDSTICK_CALLS,
+            "rungs failed twice": "-",
+            "pkt/s relayed at highest": RTPENGINE_YARDSTICK_CALLS * 100,
+            "target 300": "-",
             "vs rtpengine 495 (yardstick)": 1.0,
             "vs rtpengine this run": "-",
         }
