@@ -20,10 +20,12 @@ __all__ = [
     "ULAW_TO_LINEAR",
     "alaw_decode",
     "alaw_encode",
+    "alaw_to_linear",
     "linear_to_alaw",
     "linear_to_ulaw",
     "ulaw_decode",
     "ulaw_encode",
+    "ulaw_to_linear",
 ]
 
 _ULAW_BIAS = 0x84  # 132: puts the segment boundaries on powers of two
