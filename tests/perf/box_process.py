@@ -135,6 +135,17 @@ def free_sip_port(host: str = "127.0.0.1") -> int:
     raise BoxError(f"no free port in 10000-19999 on {host}")
 
 
+def sipp_ports(host: str = "127.0.0.1") -> dict[str, int]:
+    """``local_port`` and ``media_port`` (4 in a row) for start_sipp/run_sipp from 10000-19999:
+    support.sipp's own picks (20000-31999) can land in the box's RTP range and take a port
+    pair away from it. (SIPp's control port still comes from there: rarely, one pair.)"""
+    for _ in range(200):
+        base = random.randrange(10000, 19996)
+        if all(_bindable(host, p, socket.SOCK_DGRAM) for p in range(base, base + 4)):
+            return {"local_port": free_sip_port(host), "media_port": base}
+    raise BoxError(f"no 4 free ports in 10000-19999 on {host}")
+
+
 def _bindable(host: str, port: int, kind: socket.SocketKind) -> bool:
     with socket.socket(socket.AF_INET, kind) as s:
         try:
@@ -275,11 +286,11 @@ class BoxProcess:
 # ------------------------------------------------------------------------------ profiling
 
 
-def py_spy(pid: int, seconds: float, out: Path, *, rate: int = 200) -> subprocess.Popen[bytes]:
+def py_spy(pid: int, seconds: float, out: Path, *, rate: int = 100) -> subprocess.Popen[bytes]:
     """Start sampling ``pid`` for ``seconds`` into ``out`` (collapsed stacks, one line per
     distinct stack with its sample count). Wait on the returned process.
 
-    py-spy pauses the box for each sample (tens of microseconds, ~1 % at 200 Hz): with
+    py-spy pauses the box for each sample (tens of microseconds, ~1 % at 100 Hz): with
     ``--nonblocking`` it lost about 40 % of the samples of a busy loop (stacks that changed
     while being read), and those losses favour the slow, stable frames."""
     command = [str(PY_SPY), "record", "-p", str(pid), "-d", str(max(1, round(seconds)))]
