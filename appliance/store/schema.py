@@ -91,6 +91,22 @@ CREATE INDEX call_records_dialed ON call_records (dialed, start_time);
 CREATE INDEX call_records_callee ON call_records (callee_number, start_time);
 """
 
+_METADATA_2 = """
+CREATE TABLE audit_events (
+    seq        INTEGER PRIMARY KEY NOT NULL CHECK (seq >= 1),
+    time       REAL NOT NULL,
+    actor      TEXT NOT NULL CHECK (actor <> ''),
+    origin     TEXT NOT NULL CHECK (origin IN ('box', 'lan', 'cloud', 'console')),
+    action     TEXT NOT NULL CHECK (action <> ''),
+    target     TEXT NOT NULL DEFAULT '',
+    detail     TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(detail)),
+    prev_hash  TEXT NOT NULL CHECK (length(prev_hash) = 64),
+    hash       TEXT NOT NULL UNIQUE CHECK (length(hash) = 64)
+) STRICT;
+CREATE INDEX audit_events_target ON audit_events (target, seq);
+CREATE INDEX audit_events_time ON audit_events (time);
+"""
+
 _LOCAL_1 = """
 CREATE TABLE extension_secrets (
     number      TEXT PRIMARY KEY NOT NULL,
@@ -101,17 +117,31 @@ CREATE TABLE extension_secrets (
 ) STRICT;
 """
 
+_LOCAL_2 = """
+CREATE TABLE audit_anchor (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    seq   INTEGER NOT NULL CHECK (seq >= 1),
+    hash  TEXT NOT NULL CHECK (length(hash) = 64)
+) STRICT;
+"""
+
 METADATA = Schema(
     name="metadata",
     description=(
         "edgepbx box metadata: extensions (no secrets), registrations, call records. "
         "Replicated to the cloud by Litestream; see appliance/store/SCHEMA.md."
     ),
-    migrations=(Migration("extensions, bindings, call_records", _METADATA_1),),
+    migrations=(
+        Migration("extensions, bindings, call_records", _METADATA_1),
+        Migration("audit_events: the hash-chained audit log", _METADATA_2),
+    ),
 )
 
 LOCAL = Schema(
     name="local",
     description="edgepbx local-only secrets: extension HA1 digests. Never replicated.",
-    migrations=(Migration("extension_secrets", _LOCAL_1),),
+    migrations=(
+        Migration("extension_secrets", _LOCAL_1),
+        Migration("audit_anchor: the audit chain's newest seq and hash", _LOCAL_2),
+    ),
 )
