@@ -886,6 +886,10 @@ class AgeReader:
                 "truncated (a writer crash? see recover)",
                 index,
             )
+        if final and index > 0 and self._opens(self._sealed(index - 1), index - 1, True):
+            return TrailingDataError(
+                f"chunk {index - 1} is marked final but data follows it", index - 1
+            )
         if not final and self._opens(sealed, index, True):
             return TrailingDataError(
                 f"chunk {index} is marked final but {self.chunk_count - 1 - index} chunks follow",
