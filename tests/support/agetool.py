@@ -56,27 +56,28 @@ def age_with_passphrase(*args: str | Path, passphrase: str, timeout: float = 60)
             os._exit(127)
     transcript = b""
     answered = 0
+    status: int | None = None
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
+        while status is None and time.monotonic() < deadline:
             ready, _, _ = select.select([fd], [], [], 0.2)
             if ready:
                 try:
                     data = os.read(fd, 4096)
                 except OSError:  # EIO: the child closed the terminal
-                    break
-                if not data:
-                    break
+                    data = b""
                 transcript += data
                 if transcript.lower().count(b"passphrase") > answered:
                     answered = transcript.lower().count(b"passphrase")
                     os.write(fd, passphrase.encode() + b"\n")
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done and not ready:
-                break
-        else:
-            os.kill(pid, 9)
+                if data:
+                    continue
+            done, code = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = code
     finally:
-        _, status = os.waitpid(pid, 0)
+        if status is None:
+            os.kill(pid, 9)
+            _, status = os.waitpid(pid, 0)
         os.close(fd)
     return os.waitstatus_to_exitcode(status), transcript.decode(errors="replace")
