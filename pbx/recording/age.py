@@ -682,15 +682,23 @@ class AgeWriter:
         """Encrypt ``data``; every chunk that fills (and is not the last) goes to the OS now."""
         if self._state != "open":
             raise ValueError(f"write on a {self._state} recording writer")
-        self._buffer += data
-        self._plaintext_size += len(data)
-        while len(self._buffer) > CHUNK_SIZE:
-            chunk = bytes(self._buffer[:CHUNK_SIZE])
-            del self._buffer[:CHUNK_SIZE]
+        pending = memoryview(data).cast("B")
+        size = len(pending)
+        self._plaintext_size += size
+        # Seal a full chunk only once a byte beyond it exists: the last chunk may be full.
+        while len(self._buffer) + len(pending) > CHUNK_SIZE:
+            take = CHUNK_SIZE - len(self._buffer)
+            if self._buffer:
+                chunk: bytes | memoryview = bytes(self._buffer) + pending[:take]
+                self._buffer.clear()
+            else:
+                chunk = pending[:take]
+            pending = pending[take:]
             self._seal(chunk, final=False)
             if self._sync_every and self._counter % self._sync_every == 0:
                 self._fsync()
-        return len(data)
+        self._buffer += pending
+        return size
 
     def close(self) -> WriteResult:
         """Write the final chunk, fsync, forget the journalled key; returns size and SHA-256."""
@@ -736,7 +744,7 @@ class AgeWriter:
         if self._journal is not None:
             self._journal.remove(self.header_id)
 
-    def _seal(self, chunk: bytes, final: bool) -> None:
+    def _seal(self, chunk: bytes | memoryview, final: bool) -> None:
         self._emit(self._aead.encrypt(_chunk_nonce(self._counter, final), chunk, None))
         self._counter += 1
 
