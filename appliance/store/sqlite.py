@@ -84,10 +84,11 @@ class SqliteDirectory:
 
     Reads come from an in-memory copy of both tables (an office has hundreds of extensions,
     and every REGISTER and INVITE asks for an HA1: reading it from SQLite cost about 30 µs a
-    request). The copy is loaded on the first read and dropped by every write made through
-    this object, so the management API must write through the same store object as the SIP
-    core (it does: one process owns the store); a write by another process is seen only
-    after :meth:`invalidate`. A lookup of an unknown number adds nothing to the copy.
+    request). The copy is loaded on the first read and kept up to date by every write made
+    through this object (patched inside the write's transaction, dropped if the write
+    fails), so the management API must write through the same store object as the SIP core
+    (it does: one process owns the store); a write by another process is seen only after
+    :meth:`invalidate`. A lookup of an unknown number adds nothing to the copy.
     """
 
     def __init__(self, metadata: Database, local: Database, clock: Clock = time.time) -> None:
@@ -103,18 +104,37 @@ class SqliteDirectory:
 
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
-        """A metadata transaction after which (committed or not) the copy is dropped."""
+        """A metadata transaction; if it fails (rolled back, or the commit failed), the copy
+        is dropped, since the block may have patched it already."""
         try:
             with self._metadata.transaction() as conn:
                 yield conn
-        finally:
+        except BaseException:
             self._cache = None
+            raise
+
+    def _patch(
+        self, number: str, extension: Extension | None, secret: ExtensionSecret | None
+    ) -> None:
+        """Change the copy (if loaded) the way the write in progress changes the tables;
+        called inside the write's transaction, whose lock the loader takes too."""
+        cache = self._cache
+        if cache is None:
+            return
+        if extension is None:
+            cache.pop(number, None)
+        else:
+            cache[number] = (extension, secret)
+
+    def _cached_secret(self, number: str) -> ExtensionSecret | None:
+        entry = None if self._cache is None else self._cache.get(number)
+        return None if entry is None else entry[1]
 
     def _entries(self) -> dict[str, tuple[Extension, ExtensionSecret | None]]:
         entries = self._cache
         if entries is None:
             # Loaded and stored under the metadata lock, which every write holds until its
-            # commit; writes invalidate after committing, so a stale copy never outlives one.
+            # commit: a write patches either this copy or the tables before it is read.
             with self._metadata.lock:
                 rows = self._metadata.query(f"SELECT {_EXTENSION} FROM extensions")
                 secrets = {
@@ -158,6 +178,7 @@ class SqliteDirectory:
                 raise AlreadyExists(e.number) from exc
             # A secret left by a crash during an earlier delete must not become this one's.
             self._local.execute("DELETE FROM extension_secrets WHERE number = ?", (e.number,))
+            self._patch(e.number, e, None)
         return e
 
     def update(self, extension: Extension) -> Extension:
@@ -177,9 +198,11 @@ class SqliteDirectory:
                     e.number,
                 ),
             ).fetchall()
-        if not rows:
-            raise NotFound(e.number)
-        return replace(e, created_at=rows[0][0])
+            if not rows:
+                raise NotFound(e.number)
+            e = replace(e, created_at=rows[0][0])
+            self._patch(e.number, e, self._cached_secret(e.number))
+        return e
 
     def delete(self, number: str) -> bool:
         # The secret goes first, inside the metadata transaction: if the metadata commit
@@ -187,6 +210,7 @@ class SqliteDirectory:
         with self._writing() as conn:
             self._local.execute("DELETE FROM extension_secrets WHERE number = ?", (number,))
             gone: int = conn.execute("DELETE FROM extensions WHERE number = ?", (number,)).rowcount
+            self._patch(number, None, None)
         return gone > 0
 
     def set_password(self, number: str, password: str, realm: str) -> None:
@@ -205,6 +229,11 @@ class SqliteDirectory:
                 " updated_at = excluded.updated_at",
                 (s.number, s.realm, s.ha1_md5, s.ha1_sha256, self._clock()),
             )
+            entry = None if self._cache is None else self._cache.get(number)
+            if entry is not None:
+                self._patch(number, entry[0], s)
+            else:
+                self._cache = None  # the copy lacks an extension the table has
 
     def secret(self, number: str) -> ExtensionSecret | None:
         entry = self._entries().get(number)
@@ -227,6 +256,7 @@ class SqliteDirectory:
             ]
             for number in orphans:
                 self._local.execute("DELETE FROM extension_secrets WHERE number = ?", (number,))
+            self._cache = None  # rare (after a crash): load again
         return len(orphans)
 
 
