@@ -253,10 +253,18 @@ async def test_wrong_password_and_unauthenticated_calls_are_refused(
     await caller.close()
 
 
-async def test_rtp_flows_both_ways_through_the_box(box: tuple[SipCore, Store]) -> None:
+@pytest.mark.parametrize("late_offer", [False, True], ids=["offer-in-invite", "late-offer"])
+async def test_rtp_flows_both_ways_through_the_box(
+    box: tuple[SipCore, Store], late_offer: bool
+) -> None:
     """Two "phones" (UDP sockets at the ports their SDP names) exchange RTP through the
     relay: each only ever talks to the box's address, packets arrive unchanged, and the
-    call record counts them."""
+    call record counts them.
+
+    With ``late_offer`` the caller's INVITE has no SDP (RFC 3261 §13.2.1): the box forwards
+    it without SDP, carries the callee's offer (in its 200) to the caller rewritten to the
+    box's leg-A port, and the caller's answer (in its ACK) to the callee rewritten to the
+    box's leg-B port."""
     core, store = box
     loop = asyncio.get_running_loop()
     phones = []
@@ -271,10 +279,25 @@ async def test_rtp_flows_both_ways_through_the_box(box: tuple[SipCore, Store]) -
     caller = Agent(AgentConfig(timers=FAST, media_port=caller_rtp.getsockname()[1]))
     await caller.start("UDP")
     target = Peer("UDP", "127.0.0.1", core.endpoint.local("UDP")[1])
-    call = asyncio.ensure_future(caller.call(target, "102", talk=1.0, auth_as=("101", PASSWORD)))
+    call = asyncio.ensure_future(
+        caller.call(target, "102", talk=1.0, auth_as=("101", PASSWORD), late_offer=late_offer)
+    )
     await asyncio.wait_for(caller.answered.wait(), 10)
     box_for_caller = _sdp_port(caller.last_sdp)  # where the caller must send
-    box_for_callee = _sdp_port(callee.first_offer)  # where the callee must send
+    if late_offer:
+        assert callee.first_offer == b""  # forwarded without SDP
+        for _ in range(100):  # the callee's ACK, with the box's answer
+            if callee.ack_bodies:
+                break
+            await asyncio.sleep(0.02)
+        (answer,) = callee.ack_bodies
+        box_for_callee = _sdp_port(answer)  # where the callee must send
+        assert b"c=IN IP4 127.0.0.1" in answer and b"PCMU/8000" in answer
+        assert b"telephone-event" in caller.last_sdp  # the callee's offer, rewritten
+        ports = {caller_rtp.getsockname()[1], callee_rtp.getsockname()[1]}
+        assert not ports & {box_for_caller, box_for_callee}  # the box's ports, not the phones'
+    else:
+        box_for_callee = _sdp_port(callee.first_offer)  # where the callee must send
     packets = [_rtp(seq) for seq in range(50)]
     for packet in packets:
         caller_rtp.sendto(packet, ("127.0.0.1", box_for_caller))
@@ -288,7 +311,7 @@ async def test_rtp_flows_both_ways_through_the_box(box: tuple[SipCore, Store]) -
     await settle(core)
     (record,) = store.cdr.search()
     assert record.media_from_caller.packets == 50 and record.media_from_callee.packets == 50
-    assert record.media_from_caller.lost == 0
+    assert record.media_from_caller.lost == 0 and record.codec == "PCMU"
     for sock in phones:
         sock.close()
     await caller.close()
