@@ -69,6 +69,8 @@ class Agent:
         self.notifies: list[bytes] = []  # the SDP of the first INVITE this agent answered
         self.last_sdp = b""
         self.ack_bodies: list[bytes] = []  # the bodies of the ACKs this agent received
+        # in-dialog requests received: (method, Content-Type, body)
+        self.in_dialog: list[tuple[str, str | None, bytes]] = []
         self.answered = asyncio.Event()
         self.bindings: dict[str, str] = {}
         self._pending: dict[str, tuple[Request, asyncio.TimerHandle | None]] = {}
@@ -134,9 +136,10 @@ class Agent:
                 return
             dialog.receive_request(request)
             self.counts[f"in-dialog-{request.method}"] += 1
+            self.in_dialog.append((request.method, request.content_type, request.body))
             if request.method == "NOTIFY":
                 self.notifies.append(request.body)
-            if request.method == "INVITE" and request.body:
+            if request.method in ("INVITE", "UPDATE") and request.body:
                 self.last_offer = request.body
                 mirrored = {b"a=sendonly": b"a=recvonly", b"a=inactive": b"a=inactive"}
                 answer = self.sdp
@@ -355,6 +358,24 @@ class Agent:
             self.endpoint.send_ack(dialog.create_ack(request.cseq.seq, via=via), target)
             self.last_sdp = final.body
         return final.status
+
+    async def send_in_dialog(
+        self, method: str, body: bytes = b"", content_type: str | None = None
+    ) -> Response:
+        """Send ``method`` (INFO, UPDATE...) in this agent's (only) dialog to its remote
+        target; returns the final response (its SDP answer is kept in ``last_sdp``)."""
+        (dialog,) = list(self.dialogs)
+        uri = dialog.remote_target
+        assert isinstance(uri, SipUri)
+        target = Peer((uri.transport or "udp").upper(), uri.host_bare, uri.port or 5060)
+        request = dialog.create_request(
+            method, via=self.endpoint.via(target.transport), body=body, content_type=content_type
+        )
+        final = await self.endpoint.request(request, target)
+        dialog.receive_response(request, final)
+        if final.success and final.body:
+            self.last_sdp = final.body
+        return final
 
     async def refer(self, number: str, domain: str = "edgepbx.local") -> int:
         """Blind-transfer the other party of this agent's (only) call to ``number`` with
