@@ -16,6 +16,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -87,16 +88,12 @@ class SyncService:
         self.settings = settings
         self.clock = clock
         self._socket_dir: Path | None = None
-        paths = RuntimePaths.for_data(data_dir)
-        if len(str(paths.socket)) > _SOCKET_PATH_MAX:
-            self._socket_dir = Path(tempfile.mkdtemp(prefix="edgepbx-sync-"))
-            paths = RuntimePaths.for_data(data_dir, self._socket_dir)
-        self.paths = paths
-        self.control = ControlClient(paths.socket)
+        self.paths = RuntimePaths.for_data(data_dir)
+        self.control = ControlClient(self.paths.socket)
         self._environ = dict(os.environ if environ is None else environ)
         self._secrets = secret_values(settings)
         self.monitor = SyncMonitor(
-            describe_target(settings.target, paths.data_dir),
+            describe_target(settings.target, self.paths.data_dir),
             behind_after=settings.behind_after,
             alarm_after=settings.alarm_after,
             backoff=Backoff(settings.restart_min, settings.restart_max, settings.stable_after),
@@ -125,6 +122,10 @@ class SyncService:
         if not self.settings.enabled or self._tasks:
             return
         binary = find_litestream(self.settings.litestream)
+        if len(str(self.paths.socket)) > _SOCKET_PATH_MAX:
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="edgepbx-sync-"))
+            self.paths = RuntimePaths.for_data(self.paths.data_dir, self._socket_dir)
+            self.control = ControlClient(self.paths.socket)
         self.paths.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.paths.folder, 0o700)
         _write_private(self.paths.config, render_text(render_config(self.settings, self.paths)))
@@ -148,8 +149,10 @@ class SyncService:
         self.monitor.stopped()
         self._write_status()
         if self._socket_dir is not None:
-            with contextlib.suppress(OSError):
-                self._socket_dir.rmdir()
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
+            self.paths = RuntimePaths.for_data(self.paths.data_dir)
+            self.control = ControlClient(self.paths.socket)
 
     async def sync_now(self, timeout: float = 30.0) -> tuple[int, int]:
         """Force a sync and wait until the target has everything committed so far;
