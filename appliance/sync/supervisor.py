@@ -47,6 +47,7 @@ __all__ = ["SyncError", "SyncService", "read_status"]
 log = logging.getLogger("edgepbx.sync")
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes with the terminating NUL; keep a margin
 _PR_SET_PDEATHSIG = 1
+_READY_SECONDS = 5.0  # how long start() waits for the control socket of a new Litestream
 
 
 class SyncError(Exception):
@@ -135,6 +136,7 @@ class SyncService:
             asyncio.create_task(self._poll(), name="sync-poll"),
         ]
         await self._spawned.wait()
+        await self._control_ready(_READY_SECONDS)
         log.info("cloud sync started: %s", self.monitor.target)
 
     async def stop(self) -> None:
@@ -157,7 +159,7 @@ class SyncService:
     async def sync_now(self, timeout: float = 30.0) -> tuple[int, int]:
         """Force a sync and wait until the target has everything committed so far;
         returns (local txid, replicated txid)."""
-        if self.pid is None:
+        if self.pid is None or not await self._control_ready(min(timeout, _READY_SECONDS)):
             raise SyncError("litestream is not running")
         try:
             txid, replicated = await self.control.sync(self.paths.database, timeout=timeout)
@@ -165,6 +167,21 @@ class SyncService:
             raise SyncError(str(exc)) from exc
         self.monitor.synced(self.clock(), txid, replicated)
         return txid, replicated
+
+    async def _control_ready(self, timeout: float) -> bool:
+        """Wait until Litestream's control socket answers (local: milliseconds; the target
+        is not involved). False if it did not within ``timeout``."""
+        deadline = self.clock() + timeout
+        while self.pid is not None:
+            try:
+                await self.control.request("GET", "/info", timeout=1.0)
+            except ControlError:
+                if self.clock() > deadline:
+                    return False
+                await asyncio.sleep(0.02)
+                continue
+            return True
+        return False
 
     # ---------------------------------------------------------------- tasks
 
