@@ -167,3 +167,28 @@ def test_the_schema_check(tmp_path: Path) -> None:
     sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
     with pytest.raises(IncompatibleSchema, match="not an edgepbx database"):
         check_restored(other)
+
+
+async def test_a_restored_box_goes_on_replicating_to_the_same_target(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    first = await old_box(old)
+    # The replacement box uses the same cloud copy: the old box's settings name it.
+    settings = FAST.model_copy(
+        update={"target": FAST.target.model_copy(update={"path": old / "cloud"})}
+    )
+    await asyncio.to_thread(restore_metadata, settings, old, new)
+    store = open_store(new, write_behind=True)
+    service = SyncService(settings, new)
+    await service.start()
+    try:
+        later = [call_record(1000 + i) for i in range(50)]
+        for record in later:
+            store.cdr.write(record)
+        store.cdr.flush()
+        await service.sync_now()
+    finally:
+        await service.stop()
+        store.close()
+    report = await asyncio.to_thread(restore_metadata, settings, new, tmp_path / "again")
+    ids = sorted(r[0] for r in rows(report.database, "call_records"))
+    assert ids == sorted(first + [r.call_id for r in later])
