@@ -80,11 +80,11 @@ async def _run(settings: SipSettings, data: Path, loop_name: str) -> None:
     store = open_store(data, write_behind=True)
     nonce_key = _secret_file(data / "nonce.key", secrets.token_bytes(32))
     demo = _demo_extensions(store, data, settings.domain)
-    core = SipCore(settings, store, nonce_key)
-    await core.start()
     # Cloud sync of metadata.db (default: the folder <data>/cloud stands for the bucket).
     # Offline first: nothing on the call path waits for it.
     sync = SyncService(load_settings(data), data)
+    core = SipCore(settings, store, nonce_key)
+    await core.start()
     await sync.start()
     tune_gc()
     stop = asyncio.Event()

@@ -36,6 +36,7 @@ from appliance.sync.config import (
 from appliance.sync.litestream import (
     ControlClient,
     ControlError,
+    LitestreamMissing,
     find_litestream,
     parse_log_line,
 )
@@ -122,7 +123,16 @@ class SyncService:
     async def start(self) -> None:
         if not self.settings.enabled or self._tasks:
             return
-        binary = find_litestream(self.settings.litestream)
+        try:
+            binary = find_litestream(self.settings.litestream)
+        except LitestreamMissing as exc:
+            # The box runs without its cloud copy rather than not at all: alarm, no process.
+            log.error("cloud sync cannot start: %s", exc)
+            now = self.clock()
+            self.monitor.started(now)
+            self.monitor.error(str(exc))
+            self.monitor.exited(now, None)
+            return
         if len(str(self.paths.socket)) > _SOCKET_PATH_MAX:
             self._socket_dir = Path(tempfile.mkdtemp(prefix="edgepbx-sync-"))
             self.paths = RuntimePaths.for_data(self.paths.data_dir, self._socket_dir)
@@ -141,6 +151,7 @@ class SyncService:
 
     async def stop(self) -> None:
         if not self._tasks:
+            self.monitor.stopped()
             return
         self._stopping.set()
         await self._terminate()

@@ -11,7 +11,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from appliance.store import LOCAL_DB
-from appliance.sync import FileTarget, RuntimePaths, S3Target, SettingsError, SyncSettings
+from appliance.sync import (
+    FileTarget,
+    RuntimePaths,
+    S3Target,
+    SettingsError,
+    SyncService,
+    SyncSettings,
+    SyncState,
+)
 from appliance.sync.config import (
     describe_target,
     go_duration,
@@ -20,6 +28,7 @@ from appliance.sync.config import (
     render_text,
 )
 from appliance.sync.settings import SETTINGS_FILE, load_settings
+from appliance.sync.status import ALARM_DOWN
 
 SECRET = "s3cr3t/Key+With=Chars"
 
@@ -211,3 +220,14 @@ def test_no_settings_file_means_the_defaults(tmp_path: Path) -> None:
     assert settings == SyncSettings()
     assert isinstance(settings.target, FileTarget)
     assert settings.target.folder(tmp_path) == tmp_path.absolute() / "cloud"
+
+
+async def test_a_missing_litestream_is_an_alarm_not_a_dead_box(tmp_path: Path) -> None:
+    service = SyncService(SyncSettings(litestream=tmp_path / "no-such-binary"), tmp_path)
+    await service.start()  # does not raise: calls go on without the cloud copy
+    status = service.status()
+    assert status.state is SyncState.RESTARTING
+    (alarm,) = status.alarms
+    assert alarm.code == ALARM_DOWN and "no-such-binary" in alarm.message
+    await service.stop()
+    assert service.status().state is SyncState.STOPPED and not service.status().alarms
