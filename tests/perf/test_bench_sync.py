@@ -11,6 +11,7 @@ process on loopback). At the end every sampled record is checked in a real resto
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
 import socket
@@ -232,3 +233,42 @@ async def test_write_throughput_with_and_without_litestream(tmp_path: Path) -> N
                 }
             )
     report("sync_write_throughput", results)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.timeout(300)
+async def test_litestream_cpu_idle_and_busy(tmp_path: Path) -> None:
+    """What the shorter interval costs: Litestream's CPU, idle and while the box writes
+    about 50 call records/s (a busy office), to a folder target."""
+    results: list[dict[str, object]] = []
+    window = 10.0
+    for label, interval in (("default (1 s)", 1.0), ("short (0.1 s)", 0.1)):
+        data = tmp_path / f"cpu-{interval}"
+        store = open_store(data, write_behind=True)
+        service = SyncService(SyncSettings(monitor_interval=interval, sync_interval=interval), data)
+        await service.start()
+        try:
+            await service.sync_now()
+            pid = service.pid
+            assert pid is not None
+            row: dict[str, object] = {"intervals": label}
+            for phase in ("idle", "50 records/s"):
+                before = _cpu_seconds(pid)
+                end = time.monotonic() + window
+                i = 0
+                while time.monotonic() < end:
+                    if phase != "idle":
+                        store.cdr.write(call_record(i))
+                        i += 1
+                    await asyncio.sleep(0.02)
+                row[f"CPU % {phase}"] = 100 * (_cpu_seconds(pid) - before) / window
+            results.append(row)
+        finally:
+            await service.stop()
+            store.close()
+    report("sync_litestream_cpu", results)
