@@ -114,7 +114,13 @@ def parse_time(value: str | None) -> float | None:
 class LogLine:
     level: str
     message: str
+    error: str  # the ``error=`` field, '' if none
     text: str  # the whole line, as Litestream wrote it
+
+    @property
+    def summary(self) -> str:
+        """``msg: error`` for people (no timestamps or request ids to wade through)."""
+        return f"{self.message}: {self.error}" if self.error else self.message
 
 
 _LOG_FIELD = re.compile(r'(\w[\w.-]*)=("(?:[^"\\]|\\.)*"|\S*)')
@@ -131,7 +137,12 @@ def parse_log_line(line: str) -> LogLine:
                 value = value.strip('"')
         fields[key] = value
     level = str(fields.get("level", "")).upper()
-    return LogLine(level=level, message=str(fields.get("msg", line.strip())), text=line.rstrip())
+    return LogLine(
+        level=level,
+        message=str(fields.get("msg", line.strip())),
+        error=str(fields.get("error", "")),
+        text=line.rstrip(),
+    )
 
 
 # ------------------------------------------------------------------------ control socket

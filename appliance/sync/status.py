@@ -241,7 +241,8 @@ class SyncMonitor:
                     source=SOURCE,
                     severity=Severity.WARNING,
                     message=f"cloud copy is {_human(lag)} behind ({self.target}); "
-                    "calls are unaffected and it catches up when the target is back",
+                    "calls are unaffected and it catches up when the target is back"
+                    + (f"; last error: {self.log_error}" if self.log_error else ""),
                     since=reference + self.alarm_after,
                 )
             )

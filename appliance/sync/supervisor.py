@@ -48,6 +48,7 @@ __all__ = ["SyncError", "SyncService", "read_status"]
 log = logging.getLogger("edgepbx.sync")
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes with the terminating NUL; keep a margin
 _PR_SET_PDEATHSIG = 1
+_ERROR_MAX = 500  # characters of a Litestream error kept for the status
 _READY_SECONDS = 5.0  # how long start() waits for the control socket of a new Litestream
 
 
@@ -243,7 +244,7 @@ class SyncService:
             text = self._scrub(line.decode(errors="replace"))
             entry = parse_log_line(text)
             if entry.level == "ERROR":
-                self.monitor.error(entry.text)
+                self.monitor.error(entry.summary[:_ERROR_MAX])
                 log.warning("litestream: %s", entry.text)
             elif entry.level == "WARN":
                 log.info("litestream: %s", entry.text)

@@ -14,10 +14,7 @@ import asyncio
 import os
 import random
 import re
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +23,7 @@ from typing import Any
 import boto3
 import pytest
 from support.bench import report
-from support.s3 import ACCESS_KEY, SECRET_KEY
+from support.s3 import ACCESS_KEY, SECRET_KEY, MotoProcess
 from support.syncing import call_record, rows
 
 from appliance.store import open_store
@@ -38,34 +35,12 @@ SAMPLES = 100  # p99 of 100 is the second-worst sample
 _LTX = re.compile(r"([0-9a-f]{16})-([0-9a-f]{16})\.ltx$")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
     """``moto_server`` in its own process: the bench's polling does not share its GIL."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                server.kill()
-                raise
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    server.terminate()
-    server.wait(10)
+    server = MotoProcess()
+    yield server.endpoint
+    server.close()
 
 
 def _s3(endpoint: str) -> Any:

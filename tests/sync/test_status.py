@@ -210,4 +210,5 @@ def test_log_lines() -> None:
     )
     entry = parse_log_line(line)
     assert entry.level == "ERROR" and entry.message == "sync error"
+    assert entry.summary == "sync error: put object: connection refused"
     assert parse_log_line("plain text\n").level == ""
