@@ -56,11 +56,25 @@ class SyncError(Exception):
     """A forced sync did not complete (Litestream not running, or the target unreachable)."""
 
 
+def _resolve_prctl() -> Callable[..., int] | None:
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+# Resolved here, not in the child: after fork only the calling thread exists, and a dlopen
+# there could wait forever on a lock another thread held at the fork.
+_PRCTL = _resolve_prctl()
+
+
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM when edgepbx dies, so a killed box leaves no
-    Litestream behind to fight the next one over the same database."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    Litestream behind to fight the next one over the same database. (Linux ties this to
+    the thread that forked: the event loop's thread, which lives as long as the service.)"""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -241,3 +242,40 @@ async def test_sync_status_command_reads_the_running_service(
     assert main(["sync", "status", "--data", str(data)]) == 0
     out = capsys.readouterr().out
     assert "state:      stopped" in out and "last sync:" in out
+
+
+BOX_SCRIPT = """
+import asyncio, sys
+from pathlib import Path
+from appliance.store import open_store
+from appliance.sync import SyncService, SyncSettings
+
+async def main():
+    data = Path(sys.argv[1])
+    open_store(data)
+    service = SyncService(SyncSettings(), data)
+    await service.start()
+    print(service.pid, flush=True)
+    await asyncio.sleep(120)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_box_leaves_no_litestream_behind(tmp_path: Path) -> None:
+    box = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", BOX_SCRIPT, str(tmp_path / "box"), stdout=asyncio.subprocess.PIPE
+    )
+    assert box.stdout is not None
+    child = int(await asyncio.wait_for(box.stdout.readline(), 30))
+    os.kill(box.pid, signal.SIGKILL)
+    await box.wait()
+
+    def gone() -> bool:  # exited; a zombie waiting for a reaper counts as gone
+        try:
+            stat = Path(f"/proc/{child}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+    await wait_for(gone, "litestream to end with its parent", timeout=15)
