@@ -13,6 +13,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 from appliance.store import open_store
+from appliance.sync import SettingsError, SyncService, load_settings
+from appliance.sync.cli import add_sync_commands, run_sync_command
 from pbx.runtime import tune_gc
 from pbx.service import SipCore
 from pbx.settings import SipSettings
@@ -30,16 +32,19 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--port", type=int, default=5060, help="SIP port (UDP and TCP)")
     run.add_argument("--data", type=Path, default=Path("var"), help="the box's data folder")
     sub.add_parser("version", help="print the version")
+    add_sync_commands(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "version":
         print(version("edgepbx"))
         return 0
+    if args.command == "sync":
+        return run_sync_command(args)
     settings = SipSettings(host=args.host, port=args.port, media_host=args.host)
     loop_name = install_best_loop()
     try:
         asyncio.run(_run(settings, args.data, loop_name))
-    except OSError as exc:
+    except (OSError, SettingsError) as exc:
         print(f"edgepbx: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -75,8 +80,12 @@ async def _run(settings: SipSettings, data: Path, loop_name: str) -> None:
     store = open_store(data, write_behind=True)
     nonce_key = _secret_file(data / "nonce.key", secrets.token_bytes(32))
     demo = _demo_extensions(store, data, settings.domain)
+    # Cloud sync of metadata.db (default: the folder <data>/cloud stands for the bucket).
+    # Offline first: nothing on the call path waits for it.
+    sync = SyncService(load_settings(data), data)
     core = SipCore(settings, store, nonce_key)
     await core.start()
+    await sync.start()
     tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -90,6 +99,7 @@ async def _run(settings: SipSettings, data: Path, loop_name: str) -> None:
         f"edgepbx {version('edgepbx')} is running ({loop_name} loop, data in {data}/).\n"
         f"  SIP: udp and tcp on {host}:{port}, domain {settings.domain}\n"
         f"  Demo extensions (register a softphone with these):\n{accounts}\n"
+        f"  Cloud sync: {sync.status().target} (edgepbx sync status)\n"
         f"  A softphone: user 101, password as above, server {host}:{port}; call 102.\n"
         f"  Or with baresip: see README.md, 'Try it'.\n"
         "  Stop: Ctrl-C",
@@ -98,3 +108,4 @@ async def _run(settings: SipSettings, data: Path, loop_name: str) -> None:
     await stop.wait()
     await core.close()
     store.close()
+    await sync.stop()  # after the store: Litestream ships the last commits as it stops
