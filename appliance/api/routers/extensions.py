@@ -23,6 +23,7 @@ router = APIRouter(prefix="/extensions", tags=["extensions"])
 Reader = Annotated[Principal, Depends(require(Permission.EXTENSIONS_READ))]
 Writer = Annotated[Principal, Depends(require(Permission.EXTENSIONS_WRITE))]
 SecretWriter = Annotated[Principal, Depends(require(Permission.SECRETS_WRITE))]
+SecretReader = Annotated[Principal, Depends(require(Permission.SECRETS_READ))]
 
 MIN_SIP_PASSWORD = 8
 NUMBER = r"^[0-9]{1,16}$"
@@ -62,13 +63,11 @@ class ExtensionPatch(BaseModel):
 
 
 class PasswordIn(BaseModel):
-    password: str | None = Field(
-        None, min_length=MIN_SIP_PASSWORD, max_length=128, description="omit to generate"
-    )
+    password: str = Field(min_length=MIN_SIP_PASSWORD, max_length=128)
 
 
 class PasswordOut(BaseModel):
-    password: str | None = Field(description="the generated password; shown this once only")
+    password: str = Field(description="the generated password; shown this once only")
 
 
 def _out(request: Request, e: Extension) -> ExtensionOut:
@@ -124,7 +123,7 @@ def create_extension(request: Request, body: ExtensionIn, who: Writer) -> Extens
         who.login,
         "extension.created",
         body.number,
-        {"password_set": password is not None, "generated": generate},
+        {"sip_auth": "generated" if generate else "set" if password else "none"},
     )
     _snapshot(request, who)
     return ExtensionCreated(
@@ -162,16 +161,25 @@ def delete_extension(request: Request, number: str, who: Writer) -> None:
         _snapshot(request, who)
 
 
-@router.post("/{number}/password", response_model=PasswordOut, responses=responses(*AUTH, 404, 422))
+@router.put("/{number}/password", status_code=204, responses=responses(*AUTH, 404, 422))
 def set_extension_password(
     request: Request, number: str, body: PasswordIn, who: SecretWriter
-) -> PasswordOut:
-    """Set the SIP password (given) or generate one (answered once; LAN only)."""
-    if body.password is None:
-        enforce(request, who.token, Permission.SECRETS_READ)
+) -> None:
+    """Set the SIP password to a value the caller chose (allowed from the cloud: a write)."""
     _existing(request, number)
-    password = body.password or secrets.token_urlsafe(12)
+    _set_password(request, number, body.password)
+    audit(request, who.login, "extension.password_set", number, {"how": "set"})
+
+
+@router.post(
+    "/{number}/password",
+    response_model=PasswordOut,
+    responses=responses(*AUTH, 404),
+    summary="Generate a new SIP password, answered this once (LAN only)",
+)
+def generate_extension_password(request: Request, number: str, who: SecretReader) -> PasswordOut:
+    _existing(request, number)
+    password = secrets.token_urlsafe(12)
     _set_password(request, number, password)
-    detail = {"generated": body.password is None}
-    audit(request, who.login, "extension.password_set", number, detail)
-    return PasswordOut(password=password if body.password is None else None)
+    audit(request, who.login, "extension.password_set", number, {"how": "generated"})
+    return PasswordOut(password=password)
