@@ -98,8 +98,11 @@ def record_invalid(request: Request, exc: RequestValidationError) -> None:
     if who is None:  # refused before the policy check passed: not an attempt
         return
     errors = [
-        FieldError(loc=[str(p) for p in e.get("loc", ())], msg=str(e.get("msg", "")),
-                   type=str(e.get("type", "")))
+        FieldError(
+            loc=[p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
+            msg=str(e.get("msg", "")),
+            type=str(e.get("type", "")),
+        )
         for e in exc.errors()
-    ]  # fmt: skip
+    ]
     _service(request).record_rejected(errors, actor=who.login, origin=origin_of(request.scope))
