@@ -125,6 +125,29 @@ CREATE TABLE audit_anchor (
 ) STRICT;
 """
 
+_METADATA_3 = """
+CREATE TABLE config_documents (
+    version     INTEGER PRIMARY KEY NOT NULL CHECK (version >= 1),
+    document    TEXT NOT NULL CHECK (json_valid(document)),
+    applied_at  REAL NOT NULL,
+    actor       TEXT NOT NULL,
+    origin      TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE config_applies (
+    id            INTEGER PRIMARY KEY,
+    base_version  INTEGER NOT NULL,
+    version       INTEGER,
+    submitted_at  REAL NOT NULL,
+    finished_at   REAL NOT NULL,
+    result        TEXT NOT NULL
+                  CHECK (result IN ('applied', 'rejected', 'conflict', 'rolled_back')),
+    errors        TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(errors)),
+    actor         TEXT NOT NULL,
+    origin        TEXT NOT NULL
+) STRICT;
+"""
+
 METADATA = Schema(
     name="metadata",
     description=(
@@ -134,8 +157,29 @@ METADATA = Schema(
     migrations=(
         Migration("extensions, bindings, call_records", _METADATA_1),
         Migration("audit_events: the hash-chained audit log", _METADATA_2),
+        Migration("config_documents, config_applies: the desired-state document", _METADATA_3),
     ),
 )
+
+_LOCAL_3 = """
+CREATE TABLE api_accounts (
+    login          TEXT PRIMARY KEY NOT NULL CHECK (length(login) BETWEEN 1 AND 64),
+    role           TEXT NOT NULL CHECK (role IN ('admin', 'supervisor', 'viewer')),
+    password_hash  TEXT NOT NULL,
+    enabled        INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    created_at     REAL NOT NULL,
+    updated_at     REAL NOT NULL
+) STRICT;
+
+CREATE TABLE api_sessions (
+    token_hash  TEXT PRIMARY KEY NOT NULL CHECK (length(token_hash) = 64),
+    login       TEXT NOT NULL REFERENCES api_accounts (login) ON DELETE CASCADE,
+    created_at  REAL NOT NULL,
+    expires_at  REAL NOT NULL
+) STRICT;
+CREATE INDEX api_sessions_login ON api_sessions (login);
+CREATE INDEX api_sessions_expires ON api_sessions (expires_at);
+"""
 
 LOCAL = Schema(
     name="local",
@@ -143,5 +187,6 @@ LOCAL = Schema(
     migrations=(
         Migration("extension_secrets", _LOCAL_1),
         Migration("audit_anchor: the audit chain's newest seq and hash", _LOCAL_2),
+        Migration("api_accounts, api_sessions: management API logins", _LOCAL_3),
     ),
 )
