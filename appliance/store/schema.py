@@ -101,6 +101,15 @@ CREATE TABLE extension_secrets (
 ) STRICT;
 """
 
+_LOCAL_2 = """
+CREATE TABLE link_credentials (
+    cabinet_url  TEXT PRIMARY KEY NOT NULL,
+    box_id       TEXT NOT NULL CHECK (length(box_id) BETWEEN 1 AND 64),
+    credential   TEXT NOT NULL CHECK (length(credential) BETWEEN 16 AND 200),
+    paired_at    REAL NOT NULL
+) STRICT;
+"""
+
 METADATA = Schema(
     name="metadata",
     description=(
@@ -113,5 +122,8 @@ METADATA = Schema(
 LOCAL = Schema(
     name="local",
     description="edgepbx local-only secrets: extension HA1 digests. Never replicated.",
-    migrations=(Migration("extension_secrets", _LOCAL_1),),
+    migrations=(
+        Migration("extension_secrets", _LOCAL_1),
+        Migration("link_credentials: the cloud link's credential per cabinet", _LOCAL_2),
+    ),
 )
