@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any
 
 import uvicorn
@@ -137,6 +138,7 @@ class Cabinet:
         self._operator_task: asyncio.Task[None] | None = None
         self.port = 0
         self.operator_port = 0
+        self._ssl = False
         self._load()
 
     # --------------------------------------------------------------- registry
@@ -197,11 +199,15 @@ class Cabinet:
 
     # --------------------------------------------------------------- server
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, ssl: SSLContext | None = None
+    ) -> None:
+        self._ssl = ssl is not None
         self._server = await serve(
             self._handle,
             host,
             port,
+            ssl=ssl,
             ping_interval=None,
             max_size=MAX_MESSAGE,
             compression=None,
@@ -210,7 +216,7 @@ class Cabinet:
         log.info("cabinet listening: url=%s", self.url(host))
 
     def url(self, host: str = "127.0.0.1") -> str:
-        return f"ws://{host}:{self.port}/link"
+        return f"{'wss' if self._ssl else 'ws'}://{host}:{self.port}/link"
 
     async def close(self) -> None:
         if self._operator is not None:
@@ -389,7 +395,12 @@ class Cabinet:
     async def serve_operator(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """The operator's HTTP front (loopback only: it has no authentication)."""
         config = uvicorn.Config(
-            self._operator_app, host=host, port=port, lifespan="off", log_config=None
+            self._operator_app,
+            host=host,
+            port=port,
+            lifespan="off",
+            log_config=None,
+            interface="asgi3",
         )
         self._operator = uvicorn.Server(config)
         self._operator_task = asyncio.create_task(self._operator.serve())

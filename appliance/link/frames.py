@@ -277,7 +277,7 @@ def decode(text: str | bytes) -> Frame:
         case "refused":
             return Refused(f.text("reason"), f.text("message", 500, empty=True))
         case "request":
-            method = f.text("method", 20)
+            method = f.text("method", 32)
             if not _TOKEN.fullmatch(method):
                 raise f.fail("method", "is not an HTTP method token")
             path = f.text("path", 8192)
