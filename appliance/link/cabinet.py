@@ -34,6 +34,7 @@ import uvicorn
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from appliance.httpserver import EmbeddedServer
 from appliance.link.asgi import Message, Receive, Scope, Send
 from appliance.link.client import MAX_MESSAGE
 from appliance.link.connection import (
@@ -134,7 +135,7 @@ class Cabinet:
         self._links: dict[str, _BoxLink] = {}
         self._connected = asyncio.Condition()
         self._server: Server | None = None
-        self._operator: uvicorn.Server | None = None
+        self._operator: EmbeddedServer | None = None
         self._operator_task: asyncio.Task[None] | None = None
         self.port = 0
         self.operator_port = 0
@@ -402,7 +403,7 @@ class Cabinet:
             log_config=None,
             interface="asgi3",
         )
-        self._operator = uvicorn.Server(config)
+        self._operator = EmbeddedServer(config)
         self._operator_task = asyncio.create_task(self._operator.serve())
         while not self._operator.started:
             if self._operator_task.done():
