@@ -42,7 +42,7 @@ import os
 import secrets
 import signal
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
@@ -85,6 +85,7 @@ class RunOptions:
     log_format: Literal["kv", "json"] = "kv"
     child_watchdog: float = 10.0
     sync: bool = True
+    runtime_dir: str = ""  # set by the supervisor: notify sockets, the core's control socket
 
     @property
     def data_dir(self) -> Path:
@@ -186,6 +187,8 @@ async def _supervise(options: RunOptions) -> int:
     data = options.data_dir
     demo = prepare_data(data, SipSettings().domain)
     runtime = Path(os.environ.get("RUNTIME_DIRECTORY") or data / "run")
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    options = replace(options, runtime_dir=str(runtime))
     env = dict(os.environ) | {OPTIONS_ENV: options.to_env()}
     env.pop("NOTIFY_SOCKET", None)
     child = [sys.executable, "-m", "appliance.cli", "part"]
@@ -272,7 +275,7 @@ def _banner(
         lines.append(
             f"  Cloud link: paired with the local reference cabinet; try\n"
             f"    curl {operator}/boxes\n"
-            f"    curl {operator}/boxes/{box}/health"
+            f"    curl {operator}/boxes/{box}/system/health   (through the link)"
         )
     lines.append("  Stop: Ctrl-C (or SIGTERM); under systemd: image/systemd/edgepbx.service")
     return "\n".join(lines)
@@ -292,6 +295,7 @@ def run_box(options: RunOptions) -> int:
 
 
 async def _core_main(options: RunOptions) -> int:
+    from appliance.service.corectl import CoreControlServer  # noqa: PLC0415
     from appliance.store import open_store  # noqa: PLC0415
     from pbx.runtime import tune_gc  # noqa: PLC0415
     from pbx.service import SipCore  # noqa: PLC0415
@@ -304,8 +308,10 @@ async def _core_main(options: RunOptions) -> int:
     )
     store = open_store(data, write_behind=True)
     core = SipCore(settings, store, secret_file(data / "nonce.key", secrets.token_bytes(32)))
+    control = CoreControlServer(core.calls, Path(options.runtime_dir) / "core.sock")
     try:
         await core.start()
+        await control.start()
         tune_gc()
         host, port = core.endpoint.local("UDP")
         stop = asyncio.Event()
@@ -317,6 +323,7 @@ async def _core_main(options: RunOptions) -> int:
         pings.cancel()
         log.info("core stopping: calls=%d", len(core.calls.calls))
     finally:
+        await control.close()
         await core.close()  # BYE to every call in progress
         store.close()  # commits the queued bindings and call records
     return 0
@@ -326,16 +333,21 @@ async def _manager_main(options: RunOptions) -> int:
     from appliance.link import LinkClient, LinkSettings, SqliteCredentials  # noqa: PLC0415
     from appliance.link.cabinet import Cabinet  # noqa: PLC0415
     from appliance.service.api import build_api  # noqa: PLC0415
+    from appliance.service.corectl import RemoteCalls  # noqa: PLC0415
     from appliance.service.parts import ApiPart, CabinetPart, LinkPart  # noqa: PLC0415
     from appliance.store import open_store  # noqa: PLC0415
+    from pbx.settings import SipSettings  # noqa: PLC0415
 
     notifier = Notifier.from_env()
     data = options.data_dir
     store = open_store(data)
-    parts: list[Part] = []
+    calls = RemoteCalls(Path(options.runtime_dir) / "core.sock")
+    parts: list[Part] = [calls]
     reported: dict[str, str] = {}
     try:
-        built = build_api(store, data)
+        host = options.sip_host
+        sip = SipSettings(host=host, port=options.sip_port, media_host=host)
+        built = build_api(store, data, sip, calls)
         for value in built.secrets:
             register_secret(value)
         api = ApiPart(built.app, options.api_host, options.api_port)

@@ -1,22 +1,22 @@
-"""The management API app as the manager process serves it (LAN listener and cloud link).
-
-Until the API package lands this is a minimal stand-in with a health route, so the daemon,
-the link and the policy contract can be exercised end to end.
-"""
+"""The management API app as the manager process serves it, on the LAN listener and through
+the cloud link (the same app object: one policy point for both origins)."""
 
 from __future__ import annotations
 
+import os
+import secrets
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
-from fastapi import FastAPI, Request
-
+from appliance.api import BoxContext, CallControl, create_app
+from appliance.api.accounts import AccountStore, Role
 from appliance.link.asgi import ASGIApp
 from appliance.store import SqliteStore
+from pbx.settings import SipSettings
 
-__all__ = ["BuiltApi", "build_api"]
+__all__ = ["DEMO_ADMIN", "BuiltApi", "build_api"]
+
+DEMO_ADMIN = "admin"
 
 
 @dataclass
@@ -26,11 +26,30 @@ class BuiltApi:
     admin_hint: str = ""  # how to log in, for the banner of make run
 
 
-def build_api(store: SqliteStore, data: Path) -> BuiltApi:
-    app = FastAPI(title="edgepbx management API", version=version("edgepbx"))
+def _demo_admin(accounts: AccountStore, data: Path) -> str | None:
+    """A first admin account so a new box can be managed at once; its password is kept in
+    a private file beside the demo extensions' (change it through the API)."""
+    path = data / "demo-admin.txt"
+    if accounts.count() == 0:
+        password = secrets.token_urlsafe(12)
+        accounts.create(DEMO_ADMIN, password, Role.ADMIN)
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{DEMO_ADMIN} {password}\n")
+    if not path.exists():
+        return None
+    return path.read_text().split()[1]
 
-    @app.get("/health")
-    async def health(request: Request) -> dict[str, Any]:
-        return {"status": "ok", "origin": request.scope.get("edgepbx.origin", "lan")}
 
-    return BuiltApi(app)
+def build_api(
+    store: SqliteStore,
+    data: Path,
+    sip: SipSettings,
+    calls: CallControl | None,
+) -> BuiltApi:
+    app = create_app(BoxContext(store=store, sip=sip, calls=calls))
+    password = _demo_admin(app.state.accounts, data)
+    if password is None:
+        return BuiltApi(app)
+    return BuiltApi(app, [password], f"{DEMO_ADMIN} / {password}")

@@ -78,14 +78,22 @@ def test_link_serves_the_cabinet_through_the_daemon(tmp_path: Path) -> None:
     with BoxDaemon(tmp_path / "data") as box:
         up = box.wait_notify(ready)
         operator, api = up["EDGEPBX_CABINET"], up["EDGEPBX_API"]
+        admin, password = (box.data / "demo-admin.txt").read_text().split()
         with httpx.Client(trust_env=False, timeout=10) as http:
             [listed] = http.get(f"{operator}/boxes").json()
             assert listed["connected"]
             assert listed["box_id"] == up["EDGEPBX_BOX_ID"]
-            through = http.get(f"{operator}/boxes/{listed['box_id']}/health")
-            assert through.status_code == 200
-            assert through.json()["origin"] == "cloud"
-            assert http.get(f"{api}/health").json()["origin"] == "lan"
+            through = f"{operator}/boxes/{listed['box_id']}"
+            assert http.get(f"{through}/system/health").json()["status"] == "ok"
+            # Log in through the link, then ask for recordings: the policy point refuses
+            # origin cloud whatever the credentials; the same token on the LAN is not refused
+            # by policy (503: no recording library in this box yet).
+            login = {"login": admin, "password": password}
+            token = http.post(f"{through}/auth/login", json=login).json()["token"]
+            auth = {"Authorization": f"Bearer {token}"}
+            assert http.get(f"{through}/recordings", headers=auth).status_code == 403
+            assert http.get(f"{api}/recordings", headers=auth).status_code != 403
+            assert http.get(f"{through}/extensions", headers=auth).status_code == 200
         box.process.send_signal(signal.SIGTERM)
         assert box.process.wait(30) == 0
 
@@ -105,12 +113,27 @@ async def test_calls_survive_the_api_process_being_killed(tmp_path: Path) -> Non
     box = BoxDaemon(data)
     try:
         await asyncio.to_thread(box.wait_notify, ready)
+        up = box.wait_notify(ready)
         manager = box.children()["manager"]
         target = Peer("UDP", "127.0.0.1", box.sip_port)
         call = asyncio.create_task(
-            caller.call(target, "102", talk=3.0, auth_as=("101", demo["101"]))
+            caller.call(target, "102", talk=6.0, auth_as=("101", demo["101"]))
         )
         await asyncio.wait_for(caller.answered.wait(), 15)
+        # The API (another process) sees the call through the core's control socket.
+        admin, password = (data / "demo-admin.txt").read_text().split()
+        async with httpx.AsyncClient(base_url=up["EDGEPBX_API"], trust_env=False) as http:
+            login = await http.post("/auth/login", json={"login": admin, "password": password})
+            auth = {"Authorization": f"Bearer {login.json()['token']}"}
+            for _ in range(50):
+                listed = (await http.get("/calls", headers=auth)).json()
+                if listed:
+                    break
+                await asyncio.sleep(0.1)
+            assert [(c["caller"], c["callee"], c["state"]) for c in listed] == [
+                ("101", "102", "answered")
+            ]
+        assert not call.done()  # still talking when the API process dies
         os.kill(manager, signal.SIGKILL)
         status = await asyncio.wait_for(call, 30)
         assert status == 200
