@@ -114,6 +114,10 @@ class Call:
     # The media description each side's phone last sent ("A"/"B"), for re-offers (transfer).
     phone_sdp: dict[str, SessionDescription] = field(default_factory=dict)
     transferring: str = ""  # the side being replaced by a blind transfer (REFER)
+    # Late offer (RFC 3261 §13.2.1, an INVITE without SDP): B's offer from its 200, held with
+    # the ACK owed to B until A's ACK brings the answer.
+    late_offer: SessionDescription | None = None
+    late_invite_seq: int = 0
 
 
 class CallManager:
@@ -199,10 +203,17 @@ class CallManager:
             call.wake.set()
             return True
         if isinstance(event, AckReceived):
-            return self.dialogs.match(event.request) is not None
+            dialog = self.dialogs.match(event.request)
+            if dialog is None:
+                return False
+            entry = self._by_dialog.get(dialog.id)
+            if entry is not None and entry[1] == "A" and entry[0].late_offer is not None:
+                self._late_answer(entry[0], event.request)
+            return True
         if isinstance(event, AckTimeout):
             call = self._by_key.get(event.key)
             if call is not None and not call.ended:
+                self._ack_b(call)  # a late offer's ACK, owed to B, goes out before the BYE
                 self._spawn(self._hangup(call, HangupSide.SYSTEM, "no ACK from the caller"))
             return call is not None
         if isinstance(event, RequestReceived) and event.request.to.tag:
@@ -355,6 +366,14 @@ class CallManager:
                 self._set_remote(call.media.b, sdp_b)
                 codec = negotiated_codec(sdp_b)
                 call.codec = codec.name if codec else None
+            elif response.body:
+                # Late offer: B offers in its 200; A gets it rewritten to the box's leg-A
+                # port, and A's answer comes in its ACK (see _late_answer).
+                offer_b = parse_sdp(response.body)
+                answer = bytes(call.sdp_a.offer_from(offer_b))
+                self._set_remote(call.media.b, offer_b)
+                call.phone_sdp["B"] = offer_b
+                call.late_offer, call.late_invite_seq = offer_b, invite.cseq.seq
         except SdpError as exc:
             # The callee answered with SDP we cannot use: end its leg, fail the caller.
             self.endpoint.send_ack(ack, peer)
@@ -362,14 +381,50 @@ class CallManager:
             self._spawn(self._send_bye(bye, peer))
             self.dialogs.remove(b_dialog.id)
             return self._fail(call, exc.status or 488, exc.reason, Disposition.FAILED)
-        self.endpoint.send_ack(ack, peer)
         call.b_dialog, call.b_peer = b_dialog, peer
+        if call.late_offer is None:
+            self.endpoint.send_ack(ack, peer)
         call.callee = call.dialed
         call.answer_time = self.clock()
         ok = self._reply_a(call, 200, body=answer)
         call.a_dialog = self.dialogs.add(Dialog.from_uas(call.a_request, ok))
         self._by_dialog[call.a_dialog.id] = (call, "A")
         self._by_dialog[b_dialog.id] = (call, "B")
+
+    def _late_answer(self, call: Call, ack: Request) -> None:
+        """A's ACK to a late-offer 200: its SDP answers the offer the box made from B's; B
+        gets the answer rewritten to the box's leg-B port in the ACK it is owed."""
+        offer_b = call.late_offer
+        assert offer_b is not None and call.sdp_b is not None and call.media is not None
+        try:
+            if not ack.body:
+                raise SdpError("the caller's ACK carries no answer to the offer")
+            answer_a = parse_sdp(ack.body)
+            answer_b = call.sdp_b.answer_from(answer_a, offer_b)
+        except SdpError as exc:
+            # §13.3.1.4: the session cannot go on without a usable answer: end it.
+            log.info("late offer: no usable answer from the caller: %s", exc.reason)
+            self._ack_b(call)
+            self._spawn(self._hangup(call, HangupSide.SYSTEM, f"no usable answer: {exc.reason}"))
+            return
+        self._set_remote(call.media.a, answer_a)
+        call.phone_sdp["A"] = answer_a
+        codec = negotiated_codec(answer_a)
+        call.codec = codec.name if codec else None
+        self._ack_b(call, bytes(answer_b))
+
+    def _ack_b(self, call: Call, answer: bytes = b"") -> None:
+        """Send the ACK held back for B's late-offer 200 (once), with ``answer`` if any."""
+        if call.late_offer is None or call.b_dialog is None or call.b_peer is None:
+            return
+        call.late_offer = None
+        ack = call.b_dialog.create_ack(
+            call.late_invite_seq,
+            via=self.endpoint.via(call.b_peer.transport),
+            body=answer,
+            content_type=SDP_TYPE if answer else None,
+        )
+        self.endpoint.send_ack(ack, call.b_peer)
 
     def _reply_a(self, call: Call, status: int, *, body: bytes = b"") -> Response:
         transport = call.a_source.transport
@@ -595,6 +650,7 @@ class CallManager:
         """End an answered call: BYE to every leg except ``skip`` (the one that sent BYE)."""
         if call.ended:
             return
+        self._ack_b(call)  # B's 200 is acknowledged before its BYE (§15)
         byes = []
         if skip != "A" and call.a_dialog is not None:
             bye = call.a_dialog.create_request(

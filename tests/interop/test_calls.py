@@ -21,6 +21,7 @@ from support.agent import Agent, AgentConfig
 from support.sipp import free_port, run_sipp, start_sipp
 
 from appliance.store import open_store
+from pbx.rtp.packet import TelephoneEvent
 from pbx.service import SipCore
 from pbx.settings import SipSettings
 from pbx.sip.events import Peer
@@ -253,10 +254,18 @@ async def test_wrong_password_and_unauthenticated_calls_are_refused(
     await caller.close()
 
 
-async def test_rtp_flows_both_ways_through_the_box(box: tuple[SipCore, Store]) -> None:
+@pytest.mark.parametrize("late_offer", [False, True], ids=["offer-in-invite", "late-offer"])
+async def test_rtp_flows_both_ways_through_the_box(
+    box: tuple[SipCore, Store], late_offer: bool
+) -> None:
     """Two "phones" (UDP sockets at the ports their SDP names) exchange RTP through the
     relay: each only ever talks to the box's address, packets arrive unchanged, and the
-    call record counts them."""
+    call record counts them.
+
+    With ``late_offer`` the caller's INVITE has no SDP (RFC 3261 §13.2.1): the box forwards
+    it without SDP, carries the callee's offer (in its 200) to the caller rewritten to the
+    box's leg-A port, and the caller's answer (in its ACK) to the callee rewritten to the
+    box's leg-B port."""
     core, store = box
     loop = asyncio.get_running_loop()
     phones = []
@@ -271,10 +280,25 @@ async def test_rtp_flows_both_ways_through_the_box(box: tuple[SipCore, Store]) -
     caller = Agent(AgentConfig(timers=FAST, media_port=caller_rtp.getsockname()[1]))
     await caller.start("UDP")
     target = Peer("UDP", "127.0.0.1", core.endpoint.local("UDP")[1])
-    call = asyncio.ensure_future(caller.call(target, "102", talk=1.0, auth_as=("101", PASSWORD)))
+    call = asyncio.ensure_future(
+        caller.call(target, "102", talk=1.0, auth_as=("101", PASSWORD), late_offer=late_offer)
+    )
     await asyncio.wait_for(caller.answered.wait(), 10)
     box_for_caller = _sdp_port(caller.last_sdp)  # where the caller must send
-    box_for_callee = _sdp_port(callee.first_offer)  # where the callee must send
+    if late_offer:
+        assert callee.first_offer == b""  # forwarded without SDP
+        for _ in range(100):  # the callee's ACK, with the box's answer
+            if callee.ack_bodies:
+                break
+            await asyncio.sleep(0.02)
+        (answer,) = callee.ack_bodies
+        box_for_callee = _sdp_port(answer)  # where the callee must send
+        assert b"c=IN IP4 127.0.0.1" in answer and b"PCMU/8000" in answer
+        assert b"telephone-event" in caller.last_sdp  # the callee's offer, rewritten
+        ports = {caller_rtp.getsockname()[1], callee_rtp.getsockname()[1]}
+        assert not ports & {box_for_caller, box_for_callee}  # the box's ports, not the phones'
+    else:
+        box_for_callee = _sdp_port(callee.first_offer)  # where the callee must send
     packets = [_rtp(seq) for seq in range(50)]
     for packet in packets:
         caller_rtp.sendto(packet, ("127.0.0.1", box_for_caller))
@@ -288,7 +312,7 @@ async def test_rtp_flows_both_ways_through_the_box(box: tuple[SipCore, Store]) -
     await settle(core)
     (record,) = store.cdr.search()
     assert record.media_from_caller.packets == 50 and record.media_from_callee.packets == 50
-    assert record.media_from_caller.lost == 0
+    assert record.media_from_caller.lost == 0 and record.codec == "PCMU"
     for sock in phones:
         sock.close()
     await caller.close()
@@ -340,3 +364,114 @@ async def test_blind_transfer_by_refer(box: tuple[SipCore, Store]) -> None:
     assert record.disposition is Disposition.ANSWERED and record.callee_number == "103"
     for ua in (alice, bob, carol):
         await ua.close()
+
+
+# ------------------------------------------- in-dialog INFO and UPDATE, RFC 4733 events
+
+
+async def answered_call(
+    core: SipCore, store: Store, caller_rtp: int = 40000, callee_rtp: int = 40002
+) -> tuple[Agent, Agent, asyncio.Future[int]]:
+    """101 calls 102 (stack agents) and talks for 2 s; returns once 102 has the ACK."""
+    callee = await agent(media_port=callee_rtp)
+    bind(store, "102", callee.endpoint.local("UDP")[1])
+    caller = await agent(media_port=caller_rtp)
+    target = Peer("UDP", "127.0.0.1", core.endpoint.local("UDP")[1])
+    call = asyncio.ensure_future(caller.call(target, "102", talk=2.0, auth_as=("101", PASSWORD)))
+    await asyncio.wait_for(caller.answered.wait(), 10)
+    for _ in range(100):
+        if callee.counts["ACK"]:
+            break
+        await asyncio.sleep(0.02)
+    return caller, callee, call
+
+
+async def test_info_is_relayed_unchanged_both_ways(box: tuple[SipCore, Store]) -> None:
+    """INFO with a DTMF relay body (application/dtmf-relay, as many phones send key presses)
+    reaches the other phone with its body and Content-Type unchanged, in either direction."""
+    core, store = box
+    caller, callee, call = await answered_call(core, store)
+    keypress = b"Signal=5\r\nDuration=160\r\n"
+    reply = await caller.send_in_dialog("INFO", keypress, "application/dtmf-relay")
+    assert reply.status == 200
+    assert callee.in_dialog == [("INFO", "application/dtmf-relay", keypress)]
+    back = b"Signal=#\r\nDuration=250\r\n"
+    reply = await callee.send_in_dialog("INFO", back, "application/dtmf-relay")
+    assert reply.status == 200
+    assert caller.in_dialog == [("INFO", "application/dtmf-relay", back)]
+    assert await call == 200
+    await settle(core)
+    (record,) = store.cdr.search()
+    assert record.disposition is Disposition.ANSWERED
+    await caller.close()
+    await callee.close()
+
+
+async def test_update_puts_the_call_on_hold_and_back(box: tuple[SipCore, Store]) -> None:
+    """UPDATE (RFC 3311) with a sendonly offer reaches the callee rewritten to the box's
+    address and port; the callee's recvonly answer comes back rewritten; the relay's legs
+    follow the directions, and a sendrecv UPDATE resumes."""
+    core, store = box
+    caller, callee, call = await answered_call(core, store)
+    (session,) = core.relay.sessions
+    hold = caller.sdp.replace(b"a=rtpmap:0", b"a=sendonly\r\na=rtpmap:0", 1)
+    reply = await caller.send_in_dialog("UPDATE", hold, "application/sdp")
+    assert reply.status == 200
+    method, ctype, offer = callee.in_dialog[-1]
+    assert (method, ctype) == ("UPDATE", "application/sdp")
+    assert b"a=sendonly" in offer and b"c=IN IP4 127.0.0.1" in offer
+    assert _sdp_port(offer) == session.b.local_address[1]  # the box's leg-B port
+    assert b"a=recvonly" in caller.last_sdp  # the callee's answer, through the box
+    assert _sdp_port(caller.last_sdp) == session.a.local_address[1]
+    assert (session.a.direction, session.b.direction) == ("sendonly", "recvonly")
+    reply = await caller.send_in_dialog("UPDATE", caller.sdp, "application/sdp")
+    assert reply.status == 200
+    assert b"a=sendonly" not in callee.in_dialog[-1][2]
+    assert b"a=recvonly" not in caller.last_sdp
+    assert (session.a.direction, session.b.direction) == ("sendrecv", "sendrecv")
+    assert [m for m, _, _ in callee.in_dialog] == ["UPDATE", "UPDATE"]
+    assert await call == 200
+    await settle(core)
+    await caller.close()
+    await callee.close()
+
+
+async def test_rfc4733_telephone_events_pass_through(box: tuple[SipCore, Store]) -> None:
+    """A key press sent as RFC 4733 telephone-event RTP (payload type 101, as both phones
+    offered) arrives at the other phone byte for byte; the relay sees the digit once."""
+    core, store = box
+    loop = asyncio.get_running_loop()
+    socks = []
+    for _ in range(2):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        socks.append(sock)
+    caller_rtp, callee_rtp = socks
+    caller, callee, call = await answered_call(
+        core, store, caller_rtp.getsockname()[1], callee_rtp.getsockname()[1]
+    )
+    (session,) = core.relay.sessions
+    seen: list[tuple[str, TelephoneEvent]] = []
+    session.on_dtmf = lambda leg, event: seen.append(("A" if leg is session.a else "B", event))
+    # Digit 5: a marked start, two updates, and the end packet three times (§2.5.1.4), all
+    # with the event's start timestamp.
+    durations = [(160, False), (320, False), (480, False), (640, True), (640, True), (640, True)]
+    packets = [
+        struct.pack("!BBHII", 0x80, (0x80 if i == 0 else 0) | 101, 7 + i, 16000, 0x5EED)
+        + bytes(TelephoneEvent(event=5, end=end, volume=10, duration=duration))
+        for i, (duration, end) in enumerate(durations)
+    ]
+    box_for_caller = _sdp_port(caller.last_sdp)
+    for packet in packets:
+        caller_rtp.sendto(packet, ("127.0.0.1", box_for_caller))
+        await asyncio.sleep(0.005)
+    got = [await asyncio.wait_for(loop.sock_recv(callee_rtp, 2048), 2) for _ in packets]
+    assert got == packets
+    assert [(side, e.digit, e.end) for side, e in seen] == [("A", "5", True)]
+    assert await call == 200
+    await settle(core)
+    for sock in socks:
+        sock.close()
+    await caller.close()
+    await callee.close()

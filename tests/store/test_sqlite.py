@@ -35,7 +35,7 @@ from appliance.store.database import (
 )
 from appliance.store.schema import LOCAL, METADATA
 from pbx.sip.auth import ha1
-from pbx.store import CallRecord, Direction, Disposition, Extension, HangupSide
+from pbx.store import AlreadyExists, CallRecord, Direction, Disposition, Extension, HangupSide
 
 NOW = 1_700_000_000.0
 PASSWORD = "correct-horse-battery-staple"
@@ -131,6 +131,40 @@ def test_orphan_secrets_are_removed_on_open(data: Path, store: SqliteStore) -> N
     reopened.close()
 
 
+def test_directory_reads_from_memory_and_sees_its_own_writes(store: SqliteStore) -> None:
+    d = store.directory
+    d.create(Extension("101"))
+    d.set_password("101", PASSWORD, "pbx.example")
+    md5 = ha1("101", "pbx.example", PASSWORD, "MD5")
+    assert d.ha1("101", "MD5") == md5  # loads the copy
+    # A change behind the store's back is not seen until invalidate(): reads are from memory.
+    sql = "UPDATE extension_secrets SET ha1_md5 = ? WHERE number = '101'"
+    store.local.execute(sql, ("0" * 32,))
+    assert d.ha1("101", "MD5") == md5
+    d.invalidate()
+    assert d.ha1("101", "MD5") == "0" * 32
+    # Every write through the directory drops the copy.
+    d.set_password("101", "another password", "pbx.example")
+    assert d.ha1("101", "MD5") == ha1("101", "pbx.example", "another password", "MD5")
+    d.update(Extension("101", enabled=False))
+    assert d.ha1("101", "MD5") is None
+    d.update(Extension("101", display_name="Reception"))
+    assert d.get("101") is not None and d.get("101").display_name == "Reception"  # type: ignore[union-attr]
+    d.create(Extension("102"))
+    assert d.get("102") is not None and d.secret("102") is None
+    assert d.delete("101") and d.get("101") is None and d.ha1("101", "MD5") is None
+    assert d.get("999") is None
+
+
+def test_failed_directory_write_leaves_no_stale_copy(store: SqliteStore) -> None:
+    d = store.directory
+    d.create(Extension("101"))
+    assert d.get("101") is not None
+    with pytest.raises(AlreadyExists):
+        d.create(Extension("101"))  # AlreadyExists, rolled back
+    assert d.get("101") is not None and d.secret("101") is None
+
+
 def test_call_record_columns_for_the_cloud(store: SqliteStore) -> None:
     r = record("c1")
     store.cdr.write(r)
@@ -198,7 +232,7 @@ SECOND_PROCESS = """
 import sys
 from pathlib import Path
 from appliance.store import open_store
-from pbx.store import CallRecord, Direction, Disposition, Extension, HangupSide
+from pbx.store import AlreadyExists, CallRecord, Direction, Disposition, Extension, HangupSide
 
 store = open_store(Path(sys.argv[1]))
 print("ready", flush=True)

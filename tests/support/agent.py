@@ -1,7 +1,8 @@
 """A small user agent built on the stack, the peer SIPp talks to in the interop tests.
 
 As UAS it answers OPTIONS, REGISTER (digest auth, SHA-256 and MD5), INVITE (100 from the
-transaction layer, 180, then 200 with SDP), ACK, BYE and CANCEL; a 200 never ACKed
+transaction layer, 180, then 200 with SDP: an answer, or an offer when the INVITE had none),
+ACK (its bodies kept: a late offer's answer), BYE and CANCEL; a 200 never ACKed
 (AckTimeout) ends its dialog with BYE. As UAC it calls out (INVITE, ACK for the 2xx through
 ``send_ack``, which re-ACKs its retransmissions, BYE). It counts what happened so tests can
 assert on outcomes.
@@ -67,6 +68,9 @@ class Agent:
         self.first_offer = b""
         self.notifies: list[bytes] = []  # the SDP of the first INVITE this agent answered
         self.last_sdp = b""
+        self.ack_bodies: list[bytes] = []  # the bodies of the ACKs this agent received
+        # in-dialog requests received: (method, Content-Type, body)
+        self.in_dialog: list[tuple[str, str | None, bytes]] = []
         self.answered = asyncio.Event()
         self.bindings: dict[str, str] = {}
         self._pending: dict[str, tuple[Request, asyncio.TimerHandle | None]] = {}
@@ -92,6 +96,7 @@ class Agent:
             self._on_request(event.key, event.request, event.source.transport)
         elif isinstance(event, AckReceived):
             self.counts["ACK"] += 1
+            self.ack_bodies.append(event.request.body)
             if event.invite_key is not None:
                 self._answered.pop(event.invite_key, None)
             dialog = self.dialogs.match(event.request)
@@ -131,9 +136,10 @@ class Agent:
                 return
             dialog.receive_request(request)
             self.counts[f"in-dialog-{request.method}"] += 1
+            self.in_dialog.append((request.method, request.content_type, request.body))
             if request.method == "NOTIFY":
                 self.notifies.append(request.body)
-            if request.method == "INVITE" and request.body:
+            if request.method in ("INVITE", "UPDATE") and request.body:
                 self.last_offer = request.body
                 mirrored = {b"a=sendonly": b"a=recvonly", b"a=inactive": b"a=inactive"}
                 answer = self.sdp
@@ -240,11 +246,14 @@ class Agent:
         auth_as: tuple[str, str] | None = None,
         cancel_after: float | None = None,
         hold: bool = False,
+        late_offer: bool = False,
     ) -> int:
         """Call ``user`` at ``target``: INVITE (answering a digest challenge with ``auth_as``
         = (user, password)), ACK the 2xx, optionally put the call on hold and back with two
         re-INVITEs, wait ``talk`` s, BYE. ``cancel_after``: CANCEL that many seconds after
-        the first provisional. Returns the final status of the INVITE."""
+        the first provisional. ``late_offer``: the INVITE has no SDP, the 200 brings the
+        offer and the ACK carries this agent's answer. Returns the final status of the
+        INVITE."""
         transport = target.transport
         host, port = self.endpoint.local(transport)
         uri = SipUri(target.host, user, target.port)
@@ -255,13 +264,15 @@ class Agent:
             ("To", f"<{uri}>"),
             ("Call-ID", new_call_id(host)),
             ("Contact", f"<sip:{me}@{host}:{port};transport={transport.lower()}>"),
-            ("Content-Type", "application/sdp"),
         ]
+        if not late_offer:
+            headers.append(("Content-Type", "application/sdp"))
+        offer = b"" if late_offer else self.sdp
         invite = build_request(
             "INVITE",
             uri,
             [("Via", self.endpoint.via(transport)), *headers, ("CSeq", "1 INVITE")],
-            body=self.sdp,
+            body=offer,
         )
         final = await self._invite_once(invite, target, cancel_after)
         if final.status in (401, 407) and auth_as is not None:
@@ -278,7 +289,7 @@ class Agent:
                     ("CSeq", "2 INVITE"),
                     (cred_name, creds.to_header()),
                 ],
-                body=self.sdp,
+                body=offer,
             )
             final = await self._invite_once(invite, target, cancel_after)
         if not final.success:
@@ -286,7 +297,14 @@ class Agent:
         dialog = self.dialogs.receive_response(invite, final)
         assert dialog is not None
         via = self.endpoint.via(transport)
-        self.endpoint.send_ack(dialog.create_ack(invite.cseq.seq, via=via), target)
+        answer = self.sdp if late_offer and final.body else b""
+        ack = dialog.create_ack(
+            invite.cseq.seq,
+            via=via,
+            body=answer,
+            content_type="application/sdp" if answer else None,
+        )
+        self.endpoint.send_ack(ack, target)
         self.counts["calls"] += 1
         self.last_sdp = final.body
         self.answered.set()
@@ -340,6 +358,24 @@ class Agent:
             self.endpoint.send_ack(dialog.create_ack(request.cseq.seq, via=via), target)
             self.last_sdp = final.body
         return final.status
+
+    async def send_in_dialog(
+        self, method: str, body: bytes = b"", content_type: str | None = None
+    ) -> Response:
+        """Send ``method`` (INFO, UPDATE...) in this agent's (only) dialog to its remote
+        target; returns the final response (its SDP answer is kept in ``last_sdp``)."""
+        (dialog,) = list(self.dialogs)
+        uri = dialog.remote_target
+        assert isinstance(uri, SipUri)
+        target = Peer((uri.transport or "udp").upper(), uri.host_bare, uri.port or 5060)
+        request = dialog.create_request(
+            method, via=self.endpoint.via(target.transport), body=body, content_type=content_type
+        )
+        final = await self.endpoint.request(request, target)
+        dialog.receive_response(request, final)
+        if final.success and final.body:
+            self.last_sdp = final.body
+        return final
 
     async def refer(self, number: str, domain: str = "edgepbx.local") -> int:
         """Blind-transfer the other party of this agent's (only) call to ``number`` with

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+import pytest
+
+from pbx.recording.age import X25519Identity
+
+
+@pytest.fixture(scope="session")
+def identity() -> X25519Identity:
+    return X25519Identity.generate()
+
+
+@pytest.fixture(scope="session")
+def other_identity() -> X25519Identity:
+    return X25519Identity.generate()
