@@ -8,6 +8,7 @@ import sys
 from importlib.metadata import version
 
 from appliance.daemon import RunOptions, run_box, run_part
+from appliance.link.cli import add_link_commands, run_link_command
 
 
 def _run_options(args: argparse.Namespace) -> RunOptions:
@@ -58,12 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     part = sub.add_parser("part", help=argparse.SUPPRESS)
     part.add_argument("name", choices=("core", "manager"))
     sub.add_parser("version", help="print the version")
+    add_link_commands(sub)
     args = parser.parse_args(argv)
     if args.command == "version":
         print(version("edgepbx"))
         return 0
     if args.command == "part":
         return run_part(args.name)
+    if args.command == "link":
+        return run_link_command(args)
     return run_box(_run_options(args))
 
 

@@ -44,7 +44,16 @@ from appliance.link.connection import (
 from appliance.link.credentials import CredentialStore, LinkCredential
 from appliance.link.frames import Headers, Hello, Pair, Paired, Refused, Welcome
 
-__all__ = ["LinkClient", "LinkPhase", "LinkSettings", "LinkStatus", "backoff_delay", "is_loopback"]
+__all__ = [
+    "LinkClient",
+    "LinkPhase",
+    "LinkSettings",
+    "LinkStatus",
+    "PairingRefused",
+    "backoff_delay",
+    "is_loopback",
+    "pair_once",
+]
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +214,10 @@ class LinkClient:
                 if saved is None and not pairing:
                     self._set(LinkPhase.UNPAIRED, "enter a pairing code to link this box")
                     self._code_given.clear()
-                    await self._code_given.wait()
+                    # Also look again now and then: `edgepbx link pair` may have paired the
+                    # box from another process.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._code_given.wait(), 2.0)
                     continue
                 opened = False
                 try:
@@ -429,3 +441,46 @@ class _Session:
         task = asyncio.create_task(run(), name=f"link-request-{stream_id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+
+class PairingRefused(Exception):
+    """The cabinet refused the pairing code (unknown, expired or already used)."""
+
+
+async def pair_once(
+    settings: LinkSettings, code: str, credentials: CredentialStore
+) -> LinkCredential:
+    """Exchange a pairing code for the link credential on one connection, save it, and
+    close (``edgepbx link pair``; a running box picks the credential up by itself).
+    Raises :class:`PairingRefused`, or OSError/TimeoutError when the cabinet is unreachable."""
+    host = urlsplit(settings.cabinet_url).hostname or ""
+    async with connect(
+        settings.cabinet_url,
+        ssl=settings.ssl_context(),
+        open_timeout=settings.open_timeout,
+        ping_interval=None,
+        max_size=MAX_MESSAGE,
+        compression=None,
+        proxy=None if is_loopback(host) else True,
+        user_agent_header="edgepbx-link",
+    ) as ws:
+        conn = LinkConnection(Role.BOX, time.monotonic())
+        conn.start(Pair(code.strip(), settings.box_name))
+        for frame in conn.frames_to_send():
+            await ws.send(frame)
+        async with asyncio.timeout(settings.open_timeout):
+            while conn.state is LinkState.HANDSHAKE:
+                for event in conn.receive(await ws.recv(), time.monotonic()):
+                    if isinstance(event, HandshakeDone):
+                        if isinstance(event.frame, Refused):
+                            raise PairingRefused(event.frame.message or event.frame.reason)
+                        if isinstance(event.frame, Paired):
+                            saved = LinkCredential(
+                                settings.cabinet_url,
+                                event.frame.box_id,
+                                event.frame.credential,
+                                time.time(),
+                            )
+                            credentials.save(saved)
+                            return saved
+    raise PairingRefused("the cabinet answered the pairing code without a credential")

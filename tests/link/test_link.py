@@ -7,6 +7,7 @@ import hashlib
 import json
 import ssl
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -270,3 +271,66 @@ async def test_operator_front(box: BoxFactory, cabinet: Cabinet) -> None:
         missing = await http.get("/boxes/nobody/origin")
         assert missing.status_code == 502
         assert json.loads(missing.content)["detail"].startswith("box nobody")
+
+
+async def test_request_body_over_the_limit_is_cancelled(box: BoxFactory, cabinet: Cabinet) -> None:
+    client, box_id = await paired(box, cabinet, max_request_body=100_000)
+    with pytest.raises(LinkUnavailable, match="over 100000 bytes"):
+        await cabinet.request(box_id, "PUT", "/config", body=b"x" * 300_000)
+    assert (await cabinet.request(box_id, "PUT", "/config", body=b"x" * 1000)).status == 200
+    assert client.status.connects == 1  # the stream was refused, not the link
+
+
+async def test_requests_past_max_streams_are_refused_busy(
+    box: BoxFactory, cabinet: Cabinet
+) -> None:
+    _, box_id = await paired(box, cabinet, app=make_test_app(concurrency=99), max_streams=2)
+    waiting = [asyncio.create_task(cabinet.request(box_id, "GET", "/together")) for _ in range(2)]
+    await asyncio.sleep(0.2)
+    with pytest.raises(LinkUnavailable, match="busy"):
+        await cabinet.request(box_id, "GET", "/origin")
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def test_entering_a_new_code_re_pairs(box: BoxFactory, cabinet: Cabinet) -> None:
+    client, first = await paired(box, cabinet)
+    client.pair(cabinet.issue_code())
+    await wait_for(lambda: client.status.box_id not in (None, first))
+    second = client.status.box_id
+    assert second is not None
+    await cabinet.wait_connected(second)
+    assert (await cabinet.request(second, "GET", "/origin")).status == 200
+
+
+async def test_pair_command_while_the_box_waits(
+    box: BoxFactory, cabinet: Cabinet, tmp_path: Path
+) -> None:
+    """The installer pairs with `edgepbx link pair` in another process while the running
+    box's link waits unpaired: the link picks the stored credential up by itself."""
+    data = tmp_path / "box"
+    store = open_store(data)
+    try:
+        client = await box(credentials=SqliteCredentials(store.local))
+        await wait_for(lambda: client.status.phase is LinkPhase.UNPAIRED)
+        url = cabinet.url()
+
+        def edgepbx(*args: str) -> subprocess.CompletedProcess[str]:
+            command = [sys.executable, "-m", "appliance.cli", "link", *args, "--data", str(data)]
+            return subprocess.run(command, capture_output=True, text=True, check=False)
+
+        wrong = await asyncio.to_thread(edgepbx, "pair", "NOPE-NOPE", "--cabinet-url", url)
+        assert wrong.returncode == 1 and "unknown pairing code" in wrong.stderr
+        good = await asyncio.to_thread(edgepbx, "pair", cabinet.issue_code(), "--cabinet-url", url)
+        assert good.returncode == 0, good.stderr
+        await wait_for(lambda: client.status.phase is LinkPhase.CONNECTED)
+        assert good.stdout.strip().endswith(client.status.box_id or "?")
+        status = await asyncio.to_thread(edgepbx, "status", "--cabinet-url", url)
+        assert status.returncode == 0 and client.status.box_id in status.stdout
+        insecure = await asyncio.to_thread(
+            edgepbx, "pair", "X", "--cabinet-url", "ws://203.0.113.9/link"
+        )
+        assert insecure.returncode == 2 and "cabinet_url" in insecure.stderr
+    finally:
+        store.close()
