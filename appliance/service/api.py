@@ -3,12 +3,15 @@ the cloud link (the same app object: one policy point for both origins)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from appliance.api import BoxContext, CallControl, create_app
+from appliance.api import BoxContext, CallControl, SyncSource, create_app
 from appliance.api.accounts import AccountStore, Role
 from appliance.link.asgi import ASGIApp
 from appliance.store import SqliteStore
@@ -42,13 +45,35 @@ def _demo_admin(accounts: AccountStore, data: Path) -> str | None:
     return path.read_text().split()[1]
 
 
+class _SyncStatusFile:
+    """The sync service runs in the supervisor process and writes its status to a file; the
+    API (manager process) reads it there with the sync package's own ``read_status``."""
+
+    def __init__(self, sync: Any, data: Path) -> None:
+        self._sync, self._data = sync, data
+        self._settings = sync.load_settings(data)
+
+    def status(self) -> Any:
+        return self._sync.read_status(self._settings, self._data, time.time())
+
+
+def _sync_source(data: Path) -> SyncSource | None:
+    """The hook for ``appliance.sync`` (when that package is part of the box)."""
+    try:
+        sync: Any = importlib.import_module("appliance.sync")
+        return _SyncStatusFile(sync, data)
+    except Exception:  # not installed, or its settings refused: the API answers 503 for sync
+        return None
+
+
 def build_api(
     store: SqliteStore,
     data: Path,
     sip: SipSettings,
     calls: CallControl | None,
 ) -> BuiltApi:
-    app = create_app(BoxContext(store=store, sip=sip, calls=calls))
+    context = BoxContext(store=store, sip=sip, calls=calls, sync=_sync_source(data))
+    app = create_app(context)
     password = _demo_admin(app.state.accounts, data)
     if password is None:
         return BuiltApi(app)
