@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests and benchmarks talk to: SIPp, baresip, age, Kamailio (bench peer), tmux.
-DEB_PACKAGES := sip-tester baresip age kamailio tmux python3-venv
+DEB_PACKAGES := sip-tester baresip age kamailio tmux python3-venv openssl
 STAMP := $(VENV)/.installed
 
 .PHONY: run test bench fuzz lint typecheck deps deb clean

@@ -148,6 +148,15 @@ CREATE TABLE config_applies (
 ) STRICT;
 """
 
+_LOCAL_4 = """
+CREATE TABLE link_credentials (
+    cabinet_url  TEXT PRIMARY KEY NOT NULL,
+    box_id       TEXT NOT NULL CHECK (length(box_id) BETWEEN 1 AND 64),
+    credential   TEXT NOT NULL CHECK (length(credential) BETWEEN 16 AND 200),
+    paired_at    REAL NOT NULL
+) STRICT;
+"""
+
 METADATA = Schema(
     name="metadata",
     description=(
@@ -188,5 +197,6 @@ LOCAL = Schema(
         Migration("extension_secrets", _LOCAL_1),
         Migration("audit_anchor: the audit chain's newest seq and hash", _LOCAL_2),
         Migration("api_accounts, api_sessions: management API logins", _LOCAL_3),
+        Migration("link_credentials: the cloud link's credential per cabinet", _LOCAL_4),
     ),
 )

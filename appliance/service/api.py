@@ -1,0 +1,80 @@
+"""The management API app as the manager process serves it, on the LAN listener and through
+the cloud link (the same app object: one policy point for both origins)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appliance.api import BoxContext, CallControl, SyncSource, create_app
+from appliance.api.accounts import AccountStore, Role
+from appliance.link.asgi import ASGIApp
+from appliance.store import SqliteStore
+from pbx.settings import SipSettings
+
+__all__ = ["DEMO_ADMIN", "BuiltApi", "build_api"]
+
+DEMO_ADMIN = "admin"
+
+
+@dataclass
+class BuiltApi:
+    app: ASGIApp
+    secrets: list[str] = field(default_factory=list)  # values the logs must never show
+    admin_hint: str = ""  # how to log in, for the banner of make run
+
+
+def _demo_admin(accounts: AccountStore, data: Path) -> str | None:
+    """A first admin account so a new box can be managed at once; its password is kept in
+    a private file beside the demo extensions' (change it through the API)."""
+    path = data / "demo-admin.txt"
+    if accounts.count() == 0:
+        password = secrets.token_urlsafe(12)
+        accounts.create(DEMO_ADMIN, password, Role.ADMIN)
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{DEMO_ADMIN} {password}\n")
+    if not path.exists():
+        return None
+    return path.read_text().split()[1]
+
+
+class _SyncStatusFile:
+    """The sync service runs in the supervisor process and writes its status to a file; the
+    API (manager process) reads it there with the sync package's own ``read_status``."""
+
+    def __init__(self, sync: Any, data: Path) -> None:
+        self._sync, self._data = sync, data
+        self._settings = sync.load_settings(data)
+
+    def status(self) -> Any:
+        return self._sync.read_status(self._settings, self._data, time.time())
+
+
+def _sync_source(data: Path) -> SyncSource | None:
+    """The hook for ``appliance.sync`` (when that package is part of the box)."""
+    try:
+        sync: Any = importlib.import_module("appliance.sync")
+        return _SyncStatusFile(sync, data)
+    except Exception:  # not installed, or its settings refused: the API answers 503 for sync
+        return None
+
+
+def build_api(
+    store: SqliteStore,
+    data: Path,
+    sip: SipSettings,
+    calls: CallControl | None,
+) -> BuiltApi:
+    context = BoxContext(store=store, sip=sip, calls=calls, sync=_sync_source(data))
+    app = create_app(context)
+    password = _demo_admin(app.state.accounts, data)
+    if password is None:
+        return BuiltApi(app)
+    return BuiltApi(app, [password], f"{DEMO_ADMIN} / {password}")
