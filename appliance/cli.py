@@ -30,7 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--port", type=int, default=5060, help="SIP port (UDP and TCP)")
     run.add_argument("--data", type=Path, default=Path("var"), help="the box's data folder")
     sub.add_parser("version", help="print the version")
+    _add_setup_commands(sub)
     args = parser.parse_args(argv)
+    if args.command in ("setup", "console-api", "network"):
+        # imported here: the SIP core's start-up should not load Textual and FastAPI; and
+        # before logging is set up, since log lines on stderr would tear the console's screen
+        from appliance.setup.cli import run_setup_command  # noqa: PLC0415
+
+        return run_setup_command(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "version":
         print(version("edgepbx"))
@@ -43,6 +50,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgepbx: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _add_setup_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    setup = sub.add_parser("setup", help="the setup console (first-boot wizard, status)")
+    setup.add_argument("--socket", type=Path, help="the management API's unix socket")
+    setup.add_argument("--api", help="the management API's URL (default http://127.0.0.1:8080)")
+    setup.add_argument("--refresh", type=float, default=2.0, help="status refresh, seconds")
+    setup.add_argument("--export-dir", default="/media/usb", help="suggested key export folder")
+    api = sub.add_parser("console-api", help="serve the console's API endpoints")
+    api.add_argument("--data", type=Path, default=Path("var"), help="the box's data folder")
+    api.add_argument("--socket", type=Path, help="listen on this unix socket")
+    api.add_argument("--port", type=int, default=8080, help="else on 127.0.0.1:PORT")
+    api.add_argument("--network", choices=("netlink", "memory"), default="netlink")
+    api.add_argument("--netns", help="manage this network namespace instead of the host's")
+    net = sub.add_parser("network", help="network settings")
+    net.add_argument("action", choices=("show", "apply-saved"))
+    net.add_argument("--data", type=Path, default=Path("var"), help="the box's data folder")
+    net.add_argument("--netns", help="a network namespace instead of the host's")
 
 
 def _secret_file(path: Path, make: bytes) -> bytes:
