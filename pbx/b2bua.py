@@ -722,6 +722,19 @@ class CallManager:
         if not task.cancelled() and task.exception() is not None:
             log.error("call task failed", exc_info=task.exception())
 
+    async def hangup(self, call_id: str) -> bool:
+        """End a call on an administrator's request: BYE to both phones once answered,
+        CANCEL of the ringing forks before. False if no such call is in progress."""
+        call = self.calls.get(call_id)
+        if call is None or call.ended:
+            return False
+        if call.answer_time is None:
+            call.cancelled = True
+            call.wake.set()
+        else:
+            await self._hangup(call, HangupSide.SYSTEM, "hung up by an administrator")
+        return True
+
     async def close(self) -> None:
         for call in list(self.calls.values()):
             await self._hangup(call, HangupSide.SYSTEM, "shutdown")

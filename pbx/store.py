@@ -23,9 +23,12 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pbx.sip.auth import ha1 as compute_ha1
+
+if TYPE_CHECKING:
+    from pbx.audit import AuditLog, MemoryAuditLog
 
 __all__ = [
     "AlreadyExists",
@@ -404,7 +407,7 @@ class CdrSink(Protocol):
 
 
 class Store(Protocol):
-    """The three stores, opened together."""
+    """The stores, opened together."""
 
     @property
     def directory(self) -> Directory: ...
@@ -414,6 +417,9 @@ class Store(Protocol):
 
     @property
     def cdr(self) -> CdrSink: ...
+
+    @property
+    def audit(self) -> AuditLog: ...
 
     def close(self) -> None: ...
 
@@ -546,12 +552,15 @@ class MemoryCdr:
 
 
 class MemoryStore:
-    """In-memory :class:`Store`: the three twins wired like the SQLite ones."""
+    """In-memory :class:`Store`: the twins wired like the SQLite ones."""
 
     def __init__(self, clock: Clock = time.time) -> None:
+        from pbx.audit import MemoryAuditLog  # noqa: PLC0415 (pbx.audit imports this module)
+
         self.directory = MemoryDirectory(clock)
         self.bindings = MemoryBindingStore(self.directory)
         self.cdr = MemoryCdr()
+        self.audit: MemoryAuditLog = MemoryAuditLog(clock)
 
     def close(self) -> None:
         pass

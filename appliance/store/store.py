@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.store.audit import SqliteAuditLog
 from appliance.store.database import Database, open_database
 from appliance.store.schema import LOCAL, METADATA
 from appliance.store.sqlite import SqliteBindingStore, SqliteCdr, SqliteDirectory
@@ -45,6 +46,7 @@ class SqliteStore:
     directory: SqliteDirectory
     bindings: SqliteBindingStore | WriteBehindBindings
     cdr: SqliteCdr | WriteBehindCdr
+    audit: SqliteAuditLog
     writer: Database | None = None
 
     def close(self) -> None:
@@ -86,9 +88,9 @@ def open_store(
         directory = _Directory(metadata, local, clock)
         directory.remove_orphan_secrets()
         if not write_behind:
-            return SqliteStore(
-                metadata, local, directory, SqliteBindingStore(metadata), SqliteCdr(metadata)
-            )
+            bindings: SqliteBindingStore | WriteBehindBindings = SqliteBindingStore(metadata)
+            audit = SqliteAuditLog(metadata, local, clock)
+            return SqliteStore(metadata, local, directory, bindings, SqliteCdr(metadata), audit)
         writer = open_database(data_dir / METADATA_DB, METADATA)
         opened.append(writer)
         cdr = WriteBehindCdr(writer, close_database=False)
@@ -102,4 +104,5 @@ def open_store(
         for db in opened:
             db.close()
         raise
-    return SqliteStore(metadata, local, directory, bindings, cdr, writer)
+    audit = SqliteAuditLog(metadata, local, clock)
+    return SqliteStore(metadata, local, directory, bindings, cdr, audit, writer)
