@@ -95,7 +95,9 @@ __all__ = [
     "HeaderMacError",
     "Identity",
     "NoIdentityError",
+    "NothingToRecoverError",
     "PayloadError",
+    "PendingOutcome",
     "Recipient",
     "RecoveryError",
     "RecoveryReport",
@@ -115,6 +117,7 @@ __all__ = [
     "encrypt_bytes",
     "read_header",
     "recover",
+    "recover_pending",
     "shred",
 ]
 
@@ -189,6 +192,10 @@ class TrailingDataError(PayloadError):
 
 class RecoveryError(AgeError):
     """A partial file cannot be recovered (no key for it, or damage that is not a torn tail)."""
+
+
+class NothingToRecoverError(RecoveryError):
+    """The file stops inside its header: it never held audio."""
 
 
 class StorageError(AgeError):
@@ -625,7 +632,6 @@ class AgeWriter:
         self._sink = sink
         self._close_sink = close_sink
         self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
-        self._file_key = file_key
         self._buffer = bytearray()
         self._counter = 0
         self._offset = 0
@@ -638,8 +644,13 @@ class AgeWriter:
         self._journal = journal
         if journal is not None:
             journal.put(self.header_id, file_key, name or str(getattr(sink, "name", "")))
-        self._emit(header + nonce)
-        self._fsync()
+        try:
+            self._emit(header + nonce)
+            self._fsync()
+        except StorageError:
+            if journal is not None:  # no header on disk: nothing to recover later
+                journal.remove(self.header_id)
+            raise
 
     @classmethod
     def create(
@@ -738,7 +749,6 @@ class AgeWriter:
 
     def _finish(self) -> None:
         self._state = "closed"
-        self._file_key = b""
         if self._close_sink:
             self._sink.close()
         if self._journal is not None:
@@ -1034,7 +1044,7 @@ def recover(
         try:
             header = read_header(source)
         except TruncatedError as exc:
-            raise RecoveryError(f"{path}: the header is incomplete; no audio to recover") from exc
+            raise NothingToRecoverError(f"{path}: the header is incomplete; no audio") from exc
         file_key = journal.get(header.id) if journal is not None else None
         if file_key is not None:
             _check_mac(header, file_key)
@@ -1088,6 +1098,39 @@ def recover(
     if journal is not None:
         journal.remove(header.id)
     return report
+
+
+@dataclass(frozen=True)
+class PendingOutcome:
+    """What :func:`recover_pending` did with one key journal entry."""
+
+    path: str
+    report: RecoveryReport | None  # None: not recovered (see ``error``) or the file is gone
+    error: str = ""  # why it was not recovered
+
+
+def recover_pending(
+    journal: KeyJournal, *, identities: Sequence[Identity] = ()
+) -> list[PendingOutcome]:
+    """Recover every recording the journal says was not closed (the recorder runs this at start).
+
+    Entries whose file is gone, or holds no complete header (no audio), are dropped; entries
+    that fail otherwise stay in the journal for a later attempt with ``identities``.
+    """
+    outcomes = []
+    for entry in journal.pending():
+        try:
+            report = recover(entry.path, journal=journal, identities=identities)
+        except FileNotFoundError:
+            journal.remove(entry.header_id)
+            outcomes.append(PendingOutcome(entry.path, None, "the file is gone"))
+        except (AgeError, OSError) as exc:
+            if isinstance(exc, NothingToRecoverError):
+                journal.remove(entry.header_id)
+            outcomes.append(PendingOutcome(entry.path, None, str(exc)))
+        else:
+            outcomes.append(PendingOutcome(entry.path, report))
+    return outcomes
 
 
 def _opens(aead: ChaCha20Poly1305, sealed: bytes, counter: int, final: bool) -> bool:
