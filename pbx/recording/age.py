@@ -726,8 +726,12 @@ class AgeWriter:
         if self._state == "closed":
             raise ValueError("salvage of a closed recording writer")
         self._state = "failed"
-        fd = self._sink.fileno()
-        report = _finalize_tail(fd, self.payload_start, self._aead, self._counter)
+        try:
+            report = _finalize_tail(
+                self._sink.fileno(), self.payload_start, self._aead, self._counter
+            )
+        except OSError as exc:
+            raise _storage_error(exc, "salvaging the recording failed") from exc
         self._finish()
         return report
 
@@ -1074,15 +1078,20 @@ def recover(
                 keep += 1
                 offset += ENC_CHUNK_SIZE
                 continue
-            if at_end and _opens(aead, sealed, keep, True) and (keep == 0 or len(sealed) > 16):
+            if _opens(aead, sealed, keep, True) and (keep == 0 or len(sealed) > TAG_SIZE):
+                # The writer had closed the file; anything after its final chunk is foreign.
+                end = offset + len(sealed)
+                if not at_end:
+                    os.ftruncate(fd, end)
+                    os.fsync(fd)
                 if journal is not None:
                     journal.remove(header.id)
                 return RecoveryReport(
-                    already_final=True,
+                    already_final=at_end,
                     chunks=keep + 1,
                     plaintext_size=keep * CHUNK_SIZE + len(sealed) - TAG_SIZE,
-                    discarded_bytes=0,
-                    ciphertext_size=size,
+                    discarded_bytes=size - end,
+                    ciphertext_size=end,
                     sha256=_file_sha256(fd),
                 )
             following = os.pread(fd, ENC_CHUNK_SIZE, offset + ENC_CHUNK_SIZE)
@@ -1094,7 +1103,10 @@ def recover(
                     "not a crash; refusing to cut the file"
                 )
             break  # a torn tail: everything from here was never completely written
-        report = _finalize_tail(fd, payload_start, aead, keep)
+        try:
+            report = _finalize_tail(fd, payload_start, aead, keep)
+        except OSError as exc:
+            raise _storage_error(exc, f"{path}: finalizing failed") from exc
     if journal is not None:
         journal.remove(header.id)
     return report

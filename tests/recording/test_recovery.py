@@ -211,3 +211,16 @@ def test_disk_full_stops_cleanly_and_salvages(tmp_path: Path, identity: X25519Id
     with AgeReader.open(tmp_path / "salvaged.age", [identity]) as reader:
         assert reader.read() == stream(report["plaintext_size"])
     assert report["plaintext_size"] == report["chunks"] * CHUNK_SIZE
+
+
+def test_junk_after_a_final_chunk_is_cut(tmp_path: Path, identity: X25519Identity) -> None:
+    recording = tmp_path / "call.age"
+    with AgeWriter.create(recording, [identity.recipient()]) as writer:
+        writer.write(stream(2 * CHUNK_SIZE))
+    good = recording.read_bytes()
+    with open(recording, "ab") as f:
+        f.write(os.urandom(1000))
+    report = recover(recording, identities=[identity])
+    assert not report.already_final
+    assert (report.chunks, report.discarded_bytes) == (2, 1000)
+    assert recording.read_bytes() == good
