@@ -68,7 +68,7 @@ import hmac
 import io
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -620,6 +620,7 @@ class AgeWriter:
         name: str | None = None,
         sync_every: int = 0,
         close_sink: bool = False,
+        keep_head: bool = False,
     ) -> None:
         if not recipients:
             raise ValueError("recipients: at least one is required")
@@ -638,9 +639,12 @@ class AgeWriter:
         self._plaintext_size = 0
         self._sha = hashlib.sha256()
         self._sync_every = sync_every
+        self._keep_head = keep_head
+        self._head: bytes | None = None  # chunk 0's plaintext, when keep_head
         self._state = "open"
         self.header_id = header_id(header)
         self.payload_start = len(header) + NONCE_SIZE
+        self._start = self.payload_start  # file offset of chunk 0 (the sink starts at 0)
         self._journal = journal
         if journal is not None:
             journal.put(self.header_id, file_key, name or str(getattr(sink, "name", "")))
@@ -661,6 +665,7 @@ class AgeWriter:
         journal: KeyJournal | None = None,
         sync_every: int = 0,
         mode: int = 0o640,
+        keep_head: bool = False,
     ) -> AgeWriter:
         """Create ``path`` (it must not exist) and start writing; its folder is fsynced."""
         path = Path(path)
@@ -677,6 +682,7 @@ class AgeWriter:
                 name=str(path.resolve()),
                 sync_every=sync_every,
                 close_sink=True,
+                keep_head=keep_head,
             )
             _fsync_dir(path.parent)
         except BaseException:
@@ -711,24 +717,50 @@ class AgeWriter:
         self._buffer += pending
         return size
 
-    def close(self) -> WriteResult:
-        """Write the final chunk, fsync, forget the journalled key; returns size and SHA-256."""
+    def close(self, head: bytes | None = None) -> WriteResult:
+        """Write the final chunk, fsync, forget the journalled key; returns size and SHA-256.
+
+        ``head`` replaces the first ``len(head)`` plaintext bytes (a WAV header whose lengths
+        are known only now). Once chunk 0 is on disk this needs ``keep_head=True`` and a
+        seekable, readable file sink: chunk 0 is re-sealed in place and the SHA-256 is computed
+        by reading the file back.
+        """
         if self._state != "open":
             raise ValueError(f"close of a {self._state} recording writer")
+        if head is not None and len(head) > min(CHUNK_SIZE, self._plaintext_size):
+            raise ValueError("head: longer than the first chunk or than what was written")
+        if head is not None and self._counter == 0:
+            self._buffer[: len(head)] = head
+            head = None
+        if head is not None and self._head is None:
+            raise ValueError("head: chunk 0 is already sealed; create the writer with keep_head")
         self._seal(bytes(self._buffer), final=True)
         self._buffer.clear()
+        digest = self._sha.hexdigest()
+        if head is not None and self._head is not None:
+            chunk = head + self._head[len(head) :]
+            try:
+                fd = self._sink.fileno()
+                os.pwrite(fd, self._aead.encrypt(_chunk_nonce(0, False), chunk, None), self._start)
+                digest = _file_sha256(fd)
+            except OSError as exc:
+                self._state = "failed"
+                raise _storage_error(exc, "rewriting the recording's head failed") from exc
         self._fsync()
         self._finish()
-        return WriteResult(self._offset, self._plaintext_size, self._counter, self._sha.hexdigest())
+        return WriteResult(self._offset, self._plaintext_size, self._counter, digest)
 
-    def salvage(self) -> RecoveryReport:
-        """After a :class:`StorageError`: finalize the file at its last complete chunk."""
+    def salvage(self, head: Callable[[int], bytes] | None = None) -> RecoveryReport:
+        """After a :class:`StorageError`: finalize the file at its last complete chunk.
+
+        ``head`` as for :func:`recover`.
+        """
         if self._state == "closed":
             raise ValueError("salvage of a closed recording writer")
         self._state = "failed"
         try:
             report = _finalize_tail(
-                self._sink.fileno(), self.payload_start, self._aead, self._counter
+                self._sink.fileno(), self.payload_start, self._aead, self._counter, head
             )
         except OSError as exc:
             raise _storage_error(exc, "salvaging the recording failed") from exc
@@ -753,12 +785,15 @@ class AgeWriter:
 
     def _finish(self) -> None:
         self._state = "closed"
+        self._head = None
         if self._close_sink:
             self._sink.close()
         if self._journal is not None:
             self._journal.remove(self.header_id)
 
     def _seal(self, chunk: bytes | memoryview, final: bool) -> None:
+        if self._counter == 0 and self._keep_head:
+            self._head = bytes(chunk)
         self._emit(self._aead.encrypt(_chunk_nonce(self._counter, final), chunk, None))
         self._counter += 1
 
@@ -1002,22 +1037,35 @@ def _file_sha256(fd: int) -> str:
 
 
 def _finalize_tail(
-    fd: int, payload_start: int, aead: ChaCha20Poly1305, keep: int
+    fd: int,
+    payload_start: int,
+    aead: ChaCha20Poly1305,
+    keep: int,
+    head: Callable[[int], bytes] | None = None,
 ) -> RecoveryReport:
-    """Cut the file after ``keep`` complete chunks and mark the last one final."""
+    """Cut the file after ``keep`` complete chunks and mark the last one final.
+
+    ``head(size)`` gives the bytes to put at plaintext offset 0 for a file of ``size`` bytes.
+    """
     original = os.fstat(fd).st_size
     end = payload_start + keep * ENC_CHUNK_SIZE
+    plaintext = keep * CHUNK_SIZE
+    patch = head(plaintext) if head is not None and plaintext else b""
+    if len(patch) > min(CHUNK_SIZE, plaintext):
+        raise ValueError("head: longer than the first chunk")
     # Truncate first: a crash between the two steps leaves a file recovery still understands.
     os.ftruncate(fd, end)
     os.fsync(fd)
     if keep == 0:
         os.pwrite(fd, aead.encrypt(_chunk_nonce(0, True), b"", None), end)
-        plaintext = 0
-    else:
-        at = end - ENC_CHUNK_SIZE
-        plain = aead.decrypt(_chunk_nonce(keep - 1, False), os.pread(fd, ENC_CHUNK_SIZE, at), None)
-        os.pwrite(fd, aead.encrypt(_chunk_nonce(keep - 1, True), plain, None), at)
-        plaintext = keep * CHUNK_SIZE
+    for index in sorted({keep - 1, 0} if patch else {keep - 1}):
+        if index < 0:
+            continue
+        at = payload_start + index * ENC_CHUNK_SIZE
+        plain = aead.decrypt(_chunk_nonce(index, False), os.pread(fd, ENC_CHUNK_SIZE, at), None)
+        if index == 0 and patch:
+            plain = patch + plain[len(patch) :]
+        os.pwrite(fd, aead.encrypt(_chunk_nonce(index, index == keep - 1), plain, None), at)
     os.fsync(fd)
     size = os.fstat(fd).st_size
     return RecoveryReport(
@@ -1035,8 +1083,13 @@ def recover(
     *,
     journal: KeyJournal | None = None,
     identities: Sequence[Identity] = (),
+    head: Callable[[int], bytes] | None = None,
 ) -> RecoveryReport:
     """Turn a recording cut short by a crash into a valid, finalized age file.
+
+    ``head(size)``, if given, returns the bytes to write at plaintext offset 0 once the
+    recovered size is known (the recorder's WAV header); it is not called for a file that was
+    already final or holds nothing.
 
     The file key comes from the ``journal`` (after a process crash) or from ``identities``
     (the unlocked site identity, after a power loss). Keeps every chunk that authenticates,
@@ -1104,7 +1157,7 @@ def recover(
                 )
             break  # a torn tail: everything from here was never completely written
         try:
-            report = _finalize_tail(fd, payload_start, aead, keep)
+            report = _finalize_tail(fd, payload_start, aead, keep, head)
         except OSError as exc:
             raise _storage_error(exc, f"{path}: finalizing failed") from exc
     if journal is not None:
@@ -1122,7 +1175,10 @@ class PendingOutcome:
 
 
 def recover_pending(
-    journal: KeyJournal, *, identities: Sequence[Identity] = ()
+    journal: KeyJournal,
+    *,
+    identities: Sequence[Identity] = (),
+    head: Callable[[int], bytes] | None = None,
 ) -> list[PendingOutcome]:
     """Recover every recording the journal says was not closed (the recorder runs this at start).
 
@@ -1132,7 +1188,7 @@ def recover_pending(
     outcomes = []
     for entry in journal.pending():
         try:
-            report = recover(entry.path, journal=journal, identities=identities)
+            report = recover(entry.path, journal=journal, identities=identities, head=head)
         except FileNotFoundError:
             journal.remove(entry.header_id)
             outcomes.append(PendingOutcome(entry.path, None, "the file is gone"))
