@@ -12,7 +12,8 @@ reboot; after that, recovery needs the site identity instead
 (see :func:`pbx.recording.age.recover`).
 A file key opens exactly one recording, and only the recordings in progress have an entry, so
 the window of exposure is the length of the call, to someone who is root on the box (who could
-read the audio from the recorder's memory anyway).
+read the audio from the recorder's memory anyway). tmpfs pages can be swapped out: the box
+runs without swap (or with encrypted swap) for this reason, as for the unlocked identity.
 
 Entries are named by a hash of the recording's header (:func:`header_id`), so they follow the
 file through a rename, and each names the path the writer used, so the recorder can find and
