@@ -273,6 +273,8 @@ class Keyring:
         identity = unlock_identity(protected, passphrase)[0]
         recipient = identity.recipient()
         existing = [k for k in self._doc.keys if k.fingerprint == recipient.fingerprint]
+        if existing and existing[0].role == "escrow":
+            raise KeyringError(f"{recipient.fingerprint} is an escrow key: remove it first")
         key = existing[0] if existing else self._site_info(recipient, now, exported=True)
         _write_atomic(self._identity_path(key.fingerprint), protected)
         if not existing:
@@ -284,6 +286,7 @@ class Keyring:
 
     def change_passphrase(self, old: str, new: str, *, now: float | None = None) -> None:
         """Re-protect every site identity that ``old`` opens with ``new``."""
+        changed = 0
         for key in [k for k in self._doc.keys if k.role == "site"]:
             path = self._identity_path(key.fingerprint)
             try:
@@ -295,6 +298,9 @@ class Keyring:
             _write_atomic(path, data)
             # The old backup still opens with the old passphrase only: ask for a new export.
             self._replace(key, key.model_copy(update={"exported_at": None}))
+            changed += 1
+        if not changed:
+            raise WrongPassphraseError("the old passphrase opens none of the site identities")
 
     # -- escrow -------------------------------------------------------------------------------
 

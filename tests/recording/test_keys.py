@@ -111,6 +111,8 @@ def test_change_passphrase(tmp_path: Path) -> None:
     keyring = Keyring(tmp_path, work_factor=FAST)
     site = keyring.initialize("old")
     keyring.export_identity(site.fingerprint)
+    with pytest.raises(WrongPassphraseError):
+        keyring.change_passphrase("not old", "new")
     keyring.change_passphrase("old", "new")
     with pytest.raises(WrongPassphraseError):
         keyring.unlock("old")
