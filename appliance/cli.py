@@ -8,6 +8,7 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+from appliance import keys_cli
 from appliance.daemon import RunOptions, run_box, run_part
 from appliance.link.cli import add_link_commands, run_link_command
 from appliance.sync.cli import add_sync_commands, run_sync_command
@@ -64,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     add_link_commands(sub)
     add_sync_commands(sub)
     _add_setup_commands(sub)
+    keys_cli.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        return keys_cli.run(args)
     if args.command in ("setup", "console-api", "network"):
         # imported here: the SIP core's start-up should not load Textual; and before logging
         # is set up, since log lines on stderr would tear the console's screen
