@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -348,3 +350,12 @@ def test_non_canonical_base64_is_refused(identity: X25519Identity) -> None:
     bad_line = mac_line[:-1] + alphabet[last ^ 1 : (last ^ 1) + 1]
     with pytest.raises(AgeFormatError, match="non-canonical"):
         decrypt_bytes(raw.replace(mac_line, bad_line) + ciphertext[len(raw) :], [identity])
+
+
+def test_format_modules_load_no_asyncio_or_sockets() -> None:
+    code = (
+        "import sys, pbx.recording.age, pbx.recording.journal, pbx.recording.bech32;"
+        "print(sorted({'asyncio', 'socket', 'selectors'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
