@@ -25,6 +25,7 @@ from pbx.recording.age import (
     NoIdentityError,
     ScryptIdentity,
     ScryptRecipient,
+    Stanza,
     TrailingDataError,
     TruncatedError,
     WorkFactorError,
@@ -359,3 +360,29 @@ def test_format_modules_load_no_asyncio_or_sockets() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+class _GreaseRecipient:
+    """A recipient that adds a stanza of a type nobody knows (as age's grease does)."""
+
+    def __init__(self, inner: X25519Recipient) -> None:
+        self.inner = inner
+
+    def wrap(self, file_key: bytes) -> list[Stanza]:
+        grease = Stanza("edgepbx-grease", ("x", "y+/="), os.urandom(100))
+        return [grease, *self.inner.wrap(file_key)]
+
+
+def test_unknown_stanza_types_are_skipped(identity: X25519Identity) -> None:
+    ciphertext = encrypt_bytes(b"audio", [_GreaseRecipient(identity.recipient())])
+    assert [s.type for s in read_header(io.BytesIO(ciphertext)).stanzas] == [
+        "edgepbx-grease",
+        "X25519",
+    ]
+    assert decrypt_bytes(ciphertext, [identity]) == b"audio"
+
+
+def test_low_order_share_is_refused(identity: X25519Identity) -> None:
+    stanza = Stanza("X25519", ("A" * 43,), bytes(32))  # the all-zero point
+    with pytest.raises(AgeFormatError, match="invalid share"):
+        identity.unwrap([stanza])

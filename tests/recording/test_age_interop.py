@@ -16,6 +16,7 @@ from pbx.recording.age import (
     AgeWriter,
     ScryptIdentity,
     ScryptRecipient,
+    Stanza,
     X25519Identity,
     X25519Recipient,
     encrypt_bytes,
@@ -175,3 +176,19 @@ def test_age_decrypts_our_scrypt_files(tmp_path: Path) -> None:
     )
     assert code == 0, transcript
     assert (tmp_path / "out").read_bytes() == data
+
+
+def test_age_skips_stanzas_it_does_not_know(
+    tmp_path: Path, keyfile: tuple[Path, X25519Identity]
+) -> None:
+    path, identity = keyfile
+
+    class Grease:
+        def wrap(self, file_key: bytes) -> list[Stanza]:
+            return [
+                Stanza("edgepbx-grease", ("x",), os.urandom(70)),
+                *identity.recipient().wrap(file_key),
+            ]
+
+    (tmp_path / "g.age").write_bytes(encrypt_bytes(b"audio", [Grease()]))
+    assert age("-d", "-i", path, tmp_path / "g.age") == b"audio"
