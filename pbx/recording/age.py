@@ -115,6 +115,7 @@ __all__ = [
     "decrypt_bytes",
     "destroy_key_stanzas",
     "encrypt_bytes",
+    "file_sha256",
     "read_header",
     "recover",
     "recover_pending",
@@ -609,6 +610,10 @@ class AgeWriter:
     its start; :meth:`create` opens one properly. Several recipients are allowed (site key plus
     escrow); a passphrase recipient must be alone. With a ``journal``, the file key is kept
     there until close (see the module docstring); ``name`` is the path recorded with it.
+
+    As a context manager it closes on success; on an exception it only aborts (the file stays
+    as a crash would leave it, recoverable from the journal). Not thread-safe; ``write`` never
+    waits for the disk, ``close`` fsyncs (run it off the event loop).
     """
 
     def __init__(
@@ -1025,6 +1030,15 @@ class RecoveryReport:
     discarded_bytes: int  # ciphertext bytes cut from the tail (a torn chunk)
     ciphertext_size: int
     sha256: str  # hex SHA-256 of the finalized file
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (what the metadata database stores; needs no key)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _file_sha256(fd)
+    finally:
+        os.close(fd)
 
 
 def _file_sha256(fd: int) -> str:

@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -33,6 +34,7 @@ from pbx.recording.age import (
     X25519Recipient,
     decrypt_bytes,
     encrypt_bytes,
+    file_sha256,
     read_header,
 )
 
@@ -100,6 +102,15 @@ def test_full_chunks_reach_the_sink_as_they_fill(identity: X25519Identity) -> No
     writer.write(bytes(3 * CHUNK_SIZE))
     assert len(sink.getvalue()) == start + 4 * ENC_CHUNK_SIZE
     writer.close()
+
+
+def test_file_sha256(tmp_path: Path, identity: X25519Identity) -> None:
+    with AgeWriter.create(tmp_path / "r.age", [identity.recipient()]) as writer:
+        writer.write(os.urandom(3 * CHUNK_SIZE))
+    assert (
+        file_sha256(tmp_path / "r.age")
+        == hashlib.sha256((tmp_path / "r.age").read_bytes()).hexdigest()
+    )
 
 
 def test_write_result_hash_matches_file(identity: X25519Identity) -> None:
