@@ -185,6 +185,7 @@ class Keyring:
         self.work_factor = work_factor
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)
+        self._stamp: tuple[int, int] | None = None
         self._doc = self._load()
 
     # -- reading ------------------------------------------------------------------------------
@@ -203,7 +204,11 @@ class Keyring:
         return self.get(self._doc.current) if self._doc.current else None
 
     def recording_recipients(self) -> list[X25519Recipient]:
-        """What a new recording is encrypted to: the current site key, then every escrow key."""
+        """What a new recording is encrypted to: the current site key, then every escrow key.
+
+        Re-reads the keyring if another process (``edgepbx keys rotate``) changed it.
+        """
+        self.refresh()
         current = self.current
         if current is None:
             raise KeyringError("no site key yet: create one at setup (Keyring.initialize)")
@@ -370,8 +375,21 @@ class Keyring:
             raise KeyringError(f"fingerprint: {fingerprint!r} is not sha256:<32 hex>")
         return self.directory / f"site-{fingerprint.removeprefix('sha256:')}.age"
 
+    def refresh(self) -> None:
+        """Reload ``keyring.json`` if it changed on disk since this object last read it."""
+        if self._disk_stamp() != self._stamp:
+            self._doc = self._load()
+
+    def _disk_stamp(self) -> tuple[int, int] | None:
+        try:
+            info = (self.directory / _DOCUMENT).stat()
+        except FileNotFoundError:
+            return None
+        return info.st_mtime_ns, info.st_ino
+
     def _load(self) -> _Document:
         path = self.directory / _DOCUMENT
+        self._stamp = self._disk_stamp()
         try:
             return _Document.model_validate_json(path.read_bytes())
         except FileNotFoundError:
@@ -381,6 +399,7 @@ class Keyring:
 
     def _save(self) -> None:
         _write_atomic(self.directory / _DOCUMENT, self._doc.model_dump_json(indent=2).encode())
+        self._stamp = self._disk_stamp()
 
 
 def _now(now: float | None) -> float:
