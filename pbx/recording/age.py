@@ -776,6 +776,7 @@ class AgeWriter:
         """Stop without finalizing (the file stays recoverable from the journal)."""
         self._state = "closed"
         self._buffer.clear()
+        self._head = None
         if self._close_sink:
             self._sink.close()
 

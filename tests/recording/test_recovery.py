@@ -224,3 +224,11 @@ def test_junk_after_a_final_chunk_is_cut(tmp_path: Path, identity: X25519Identit
     assert not report.already_final
     assert (report.chunks, report.discarded_bytes) == (2, 1000)
     assert recording.read_bytes() == good
+
+
+def test_sync_every_chunk(tmp_path: Path, identity: X25519Identity) -> None:
+    recording = tmp_path / "call.age"
+    with AgeWriter.create(recording, [identity.recipient()], sync_every=1) as writer:
+        writer.write(stream(3 * CHUNK_SIZE + 1))
+    with AgeReader.open(recording, [identity]) as reader:
+        assert reader.read() == stream(3 * CHUNK_SIZE + 1)
