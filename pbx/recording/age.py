@@ -726,9 +726,9 @@ class AgeWriter:
         """Write the final chunk, fsync, forget the journalled key; returns size and SHA-256.
 
         ``head`` replaces the first ``len(head)`` plaintext bytes (a WAV header whose lengths
-        are known only now). Once chunk 0 is on disk this needs ``keep_head=True`` and a
-        seekable, readable file sink: chunk 0 is re-sealed in place and the SHA-256 is computed
-        by reading the file back.
+        are known only now). Once chunk 0 is on disk this needs a seekable, readable sink (as
+        :meth:`create` makes): chunk 0 is read back (or kept in memory with ``keep_head``),
+        re-sealed in place, and the SHA-256 is computed by reading the file back.
         """
         if self._state != "open":
             raise ValueError(f"close of a {self._state} recording writer")
@@ -737,23 +737,44 @@ class AgeWriter:
         if head is not None and self._counter == 0:
             self._buffer[: len(head)] = head
             head = None
-        if head is not None and self._head is None:
-            raise ValueError("head: chunk 0 is already sealed; create the writer with keep_head")
+        first = self._first_chunk() if head is not None else b""
         self._seal(bytes(self._buffer), final=True)
         self._buffer.clear()
         digest = self._sha.hexdigest()
-        if head is not None and self._head is not None:
-            chunk = head + self._head[len(head) :]
+        if head is not None:
+            sealed = self._aead.encrypt(_chunk_nonce(0, False), head + first[len(head) :], None)
             try:
-                fd = self._sink.fileno()
-                os.pwrite(fd, self._aead.encrypt(_chunk_nonce(0, False), chunk, None), self._start)
-                digest = _file_sha256(fd)
+                self._sink.seek(self._start)
+                self._write_all(sealed)
+                digest = self._sink_sha256()
             except OSError as exc:
                 self._state = "failed"
                 raise _storage_error(exc, "rewriting the recording's head failed") from exc
         self._fsync()
         self._finish()
         return WriteResult(self._offset, self._plaintext_size, self._counter, digest)
+
+    def _first_chunk(self) -> bytes:
+        """Chunk 0's plaintext: kept in memory (``keep_head``) or read back from the sink."""
+        try:
+            self._sink.seek(self._start)
+            sealed = b"" if self._head is not None else self._sink.read(ENC_CHUNK_SIZE)
+            self._sink.seek(self._offset)
+        except (OSError, ValueError) as exc:  # io.UnsupportedOperation is both
+            raise ValueError("head: the sink must be seekable and readable") from exc
+        if self._head is not None:
+            return self._head
+        try:
+            return self._aead.decrypt(_chunk_nonce(0, False), sealed, None)
+        except InvalidTag:
+            raise ChunkAuthError("chunk 0 changed on disk while recording", 0) from None
+
+    def _sink_sha256(self) -> str:
+        digest = hashlib.sha256()
+        self._sink.seek(0)
+        while block := self._sink.read(1 << 20):
+            digest.update(block)
+        return digest.hexdigest()
 
     def salvage(self, head: Callable[[int], bytes] | None = None) -> RecoveryReport:
         """After a :class:`StorageError`: finalize the file at its last complete chunk.
@@ -803,15 +824,18 @@ class AgeWriter:
         self._emit(self._aead.encrypt(_chunk_nonce(self._counter, final), chunk, None))
         self._counter += 1
 
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._sink.write(view)
+            if written is None:  # a non-blocking raw file: not supported, fail loudly
+                raise BlockingIOError(errno.EAGAIN, "sink would block")
+            view = view[written:]
+        self._sink.flush()
+
     def _emit(self, data: bytes) -> None:
         try:
-            view = memoryview(data)
-            while view:
-                written = self._sink.write(view)
-                if written is None:  # a non-blocking raw file: not supported, fail loudly
-                    raise BlockingIOError(errno.EAGAIN, "sink would block")
-                view = view[written:]
-            self._sink.flush()
+            self._write_all(data)
         except OSError as exc:
             self._state = "failed"
             raise _storage_error(exc, "writing the recording failed") from exc

@@ -27,11 +27,14 @@ def wav_like_head(size: int) -> bytes:
     return b"HEAD" + struct.pack("<I", size) + bytes(36)
 
 
+@pytest.mark.parametrize("keep_head", [True, False])
 @pytest.mark.parametrize("audio", [0, 100, CHUNK_SIZE - 44, CHUNK_SIZE, 5 * CHUNK_SIZE + 3])
-def test_close_rewrites_the_head(audio: int, tmp_path: Path, identity: X25519Identity) -> None:
+def test_close_rewrites_the_head(
+    audio: int, keep_head: bool, tmp_path: Path, identity: X25519Identity
+) -> None:
     path = tmp_path / "call.age"
     data = os.urandom(audio)
-    writer = AgeWriter.create(path, [identity.recipient()], keep_head=True)
+    writer = AgeWriter.create(path, [identity.recipient()], keep_head=keep_head)
     writer.write(PLACEHOLDER)
     for start in range(0, audio, 640):
         writer.write(data[start : start + 640])
@@ -49,11 +52,18 @@ def test_head_in_memory_needs_no_keep_head(identity: X25519Identity) -> None:
     assert decrypt_bytes(sink.getvalue(), [identity]) == b"HEAD!" + PLACEHOLDER[5:] + b"audio"
 
 
-def test_head_after_chunk_0_needs_keep_head(identity: X25519Identity) -> None:
-    writer = AgeWriter(io.BytesIO(), [identity.recipient()])
-    writer.write(bytes(CHUNK_SIZE + 1))
-    with pytest.raises(ValueError, match="keep_head"):
-        writer.close(head=b"HEAD")
+def test_head_needs_a_readable_sink(tmp_path: Path, identity: X25519Identity) -> None:
+    with open(tmp_path / "w.age", "wb") as sink:
+        writer = AgeWriter(sink, [identity.recipient()])
+        writer.write(bytes(CHUNK_SIZE + 1))
+        with pytest.raises(ValueError, match="readable"):
+            writer.close(head=b"HEAD")
+    sink = io.BytesIO()
+    writer = AgeWriter(sink, [identity.recipient()])
+    writer.write(bytes(2 * CHUNK_SIZE + 1))
+    result = writer.close(head=b"HEAD")
+    assert decrypt_bytes(sink.getvalue(), [identity])[:5] == b"HEAD\0"
+    assert result.sha256 == hashlib.sha256(sink.getvalue()).hexdigest()
     with pytest.raises(ValueError, match="longer"):
         AgeWriter(io.BytesIO(), [identity.recipient()]).close(head=b"x")
 
