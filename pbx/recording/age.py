@@ -63,6 +63,7 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
+import fcntl
 import hashlib
 import hmac
 import io
@@ -99,6 +100,7 @@ __all__ = [
     "PayloadError",
     "PendingOutcome",
     "Recipient",
+    "RecordingInProgressError",
     "RecoveryError",
     "RecoveryReport",
     "ScryptIdentity",
@@ -197,6 +199,10 @@ class RecoveryError(AgeError):
 
 class NothingToRecoverError(RecoveryError):
     """The file stops inside its header: it never held audio."""
+
+
+class RecordingInProgressError(RecoveryError):
+    """A live writer holds the file (its lock): it is not a crashed recording."""
 
 
 class StorageError(AgeError):
@@ -680,6 +686,8 @@ class AgeWriter:
             raise _storage_error(exc, f"cannot create {path}") from exc
         sink = os.fdopen(fd, "r+b", buffering=0)
         try:
+            # Held until close or process death: recovery refuses a file a live writer holds.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             writer = cls(
                 sink,
                 recipients,
@@ -1138,6 +1146,12 @@ def recover(
     """
     with open(path, "r+b") as source:
         try:
+            fcntl.flock(source.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RecordingInProgressError(f"{path}: a live writer holds it") from None
+        if os.fstat(source.fileno()).st_size == 0:
+            raise NothingToRecoverError(f"{path}: empty (the writer died before the header)")
+        try:
             header = read_header(source)
         except TruncatedError as exc:
             raise NothingToRecoverError(f"{path}: the header is incomplete; no audio") from exc
@@ -1222,7 +1236,8 @@ def recover_pending(
     """Recover every recording the journal says was not closed (the recorder runs this at start).
 
     Entries whose file is gone, or holds no complete header (no audio), are dropped; entries
-    that fail otherwise stay in the journal for a later attempt with ``identities``.
+    that fail otherwise stay in the journal for a later attempt with ``identities``. Files a
+    live writer still holds are skipped (:class:`RecordingInProgressError`).
     """
     outcomes = []
     for entry in journal.pending():

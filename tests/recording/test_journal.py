@@ -12,7 +12,9 @@ from pbx.recording.age import (
     CHUNK_SIZE,
     AgeReader,
     AgeWriter,
+    RecordingInProgressError,
     X25519Identity,
+    recover,
     recover_pending,
 )
 from pbx.recording.journal import KeyJournal, KeyJournalError, filesystem_type
@@ -61,3 +63,27 @@ def test_recover_pending_at_start_up(volatile_dir: Path, identity: X25519Identit
     gone = outcomes[str(calls[2].resolve())]
     assert gone.report is None
     assert "gone" in gone.error
+
+
+def test_a_live_recording_is_never_recovered(volatile_dir: Path, identity: X25519Identity) -> None:
+    journal = KeyJournal(volatile_dir / "keys")
+    live = AgeWriter.create(volatile_dir / "live.age", [identity.recipient()], journal=journal)
+    live.write(os.urandom(2 * CHUNK_SIZE + 1))
+    with pytest.raises(RecordingInProgressError):
+        recover(volatile_dir / "live.age", journal=journal)
+    (outcome,) = recover_pending(journal)
+    assert outcome.report is None and "live writer" in outcome.error
+    assert len(journal.pending()) == 1
+    live.write(b"more")
+    live.close()
+    assert journal.pending() == []
+
+
+def test_writer_died_before_the_header(volatile_dir: Path) -> None:
+    journal = KeyJournal(volatile_dir / "keys")
+    empty = volatile_dir / "empty.age"
+    empty.touch()
+    journal.put("0" * 32, os.urandom(16), str(empty))
+    (outcome,) = recover_pending(journal)
+    assert "empty" in outcome.error
+    assert journal.pending() == []
