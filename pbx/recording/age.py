@@ -246,6 +246,14 @@ def _chunk_nonce(counter: int, final: bool) -> bytes:
     return counter.to_bytes(11, "big") + (b"\x01" if final else b"\x00")
 
 
+def _opens(aead: ChaCha20Poly1305, sealed: bytes, counter: int, final: bool) -> bool:
+    try:
+        aead.decrypt(_chunk_nonce(counter, final), sealed, None)
+    except InvalidTag:
+        return False
+    return True
+
+
 # ---------------------------------------------------------------------------------------------
 # Stanzas, recipients and identities
 
@@ -967,11 +975,7 @@ class AgeReader:
         return self._source.read(ENC_CHUNK_SIZE)
 
     def _opens(self, sealed: bytes, counter: int, final: bool) -> bool:
-        try:
-            self._aead.decrypt(_chunk_nonce(counter, final), sealed, None)
-        except InvalidTag:
-            return False
-        return True
+        return _opens(self._aead, sealed, counter, final)
 
     def _diagnose(self, index: int, sealed: bytes) -> PayloadError:
         final = index == self.chunk_count - 1
@@ -1253,14 +1257,6 @@ def recover_pending(
         else:
             outcomes.append(PendingOutcome(entry.path, report))
     return outcomes
-
-
-def _opens(aead: ChaCha20Poly1305, sealed: bytes, counter: int, final: bool) -> bool:
-    try:
-        aead.decrypt(_chunk_nonce(counter, final), sealed, None)
-    except InvalidTag:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------------------------------------
