@@ -127,3 +127,21 @@ def test_plaintext_never_reaches_the_disk(tmp_path: Path, identity: X25519Identi
     for item in tmp_path.rglob("*"):
         if item.is_file():
             assert b"MARKER" not in item.read_bytes()
+
+
+@pytest.mark.slow
+def test_every_byte_position_and_header_value_is_protected(identity: X25519Identity) -> None:
+    """Exhaustive: a bit flip at every position of a two-chunk file, and every value at every
+    header position, is refused (about 30 s; `pytest -m slow`)."""
+    ciphertext = encrypt_bytes(os.urandom(CHUNK_SIZE + 100), [identity.recipient()])
+    header_end = len(read_header(io.BytesIO(ciphertext)).raw)
+    trials = [(position, 1) for position in range(len(ciphertext))]
+    trials += [(p, x) for p in range(header_end) for x in range(2, 256)]
+    for position, xor in trials:
+        damaged = bytearray(ciphertext)
+        damaged[position] ^= xor
+        try:
+            AgeReader(io.BytesIO(bytes(damaged)), [identity]).verify()
+        except AgeError:
+            continue
+        raise AssertionError(f"byte {position} ^ {xor:#x} went unnoticed")
