@@ -43,7 +43,13 @@ tmpfs survives a process crash, not a power loss or reboot; after those, ``recov
 site identity (unlocked with its passphrase) instead. Recovery keeps the longest run of chunks
 that authenticate, cuts the rest, and re-encrypts the last kept chunk with the final flag: the
 result is a valid age file that stock ``age -d`` opens. It truncates first and rewrites the
-chunk second, so a crash during recovery leaves a file that recovery can still handle.
+chunk second, so a crash during recovery leaves a file that recovery can still handle. A
+writer holds an ``flock`` on its file until it closes or dies; recovery refuses a locked file,
+so it can never finalize a recording that is still being written.
+
+The head. A WAV header's lengths are known only at the end: ``close(head=...)`` re-seals
+chunk 0 with the final header, and ``recover``/``salvage`` take ``head(size)`` so a recovered
+file gets the lengths of what it kept.
 
 Reading (:class:`AgeReader`) is random access by chunk: the chunk count and plaintext size
 follow from the file size; opening authenticates the last chunk (so the size is proven), and a
