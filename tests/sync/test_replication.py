@@ -91,7 +91,6 @@ async def test_an_outage_loses_nothing_and_shows_behind_with_an_alarm(
         status = service.status()
         assert status.state is SyncState.BEHIND
         assert status.lag_seconds is not None and status.lag_seconds > 2.0
-        assert status.local_txid is not None and status.local_txid > 1
 
         s3.start()  # back, same port
         txid, replicated = await service.sync_now(timeout=120)
