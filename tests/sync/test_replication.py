@@ -20,6 +20,8 @@ from appliance.cli import main
 from appliance.store import LOCAL_DB, METADATA_DB, open_store
 from appliance.sync import SyncService, SyncSettings, SyncState, restore_metadata
 from appliance.sync.status import ALARM_DOWN, ALARM_LAG
+from pbx.recording.age import encrypt_bytes
+from pbx.recording.keys import Keyring
 from pbx.sip.auth import ha1
 from pbx.store import Extension
 
@@ -27,6 +29,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
 
 TABLES = ("extensions", "call_records", "schema_info", "schema_version")
 REALM = "edgepbx.local"
+PASSPHRASE = "correct horse battery staple recording key"
 
 
 async def restore(settings: SyncSettings, source: Path, dest: Path) -> Path:
@@ -116,15 +119,18 @@ async def test_the_bucket_holds_no_secrets_no_audio_and_no_local_db(
     marker = f"Marker-{secrets.token_hex(8)}"  # in metadata.db: proves the search sees bytes
     passwords = {number: f"pw-{secrets.token_urlsafe(12)}" for number in ("101", "102")}
     store = open_store(data, write_behind=True)
-    # What stands for the recorder's files: ciphertext on disk and the site identity.
+    # Recordings as the recorder leaves them: age files to the site key, in the data folder.
+    keyring = Keyring(data / "keys", work_factor=10)
+    site = keyring.initialize(PASSPHRASE)
+    (identity,) = keyring.unlock(PASSPHRASE)
     recordings = data / "recordings"
     recordings.mkdir()
-    ciphertexts = {}
+    audio, ciphertexts = {}, {}
     for i in range(3):
-        ciphertexts[f"rec-{i}"] = secrets.token_bytes(4096)
+        audio[f"rec-{i}"] = bytes((j * (i + 3)) % 251 for j in range(48_000))  # 3 s of "G.711"
+        ciphertexts[f"rec-{i}"] = encrypt_bytes(audio[f"rec-{i}"], keyring.recording_recipients())
         (recordings / f"rec-{i}.age").write_bytes(ciphertexts[f"rec-{i}"])
-    identity = "AGE-SECRET-KEY-1" + secrets.token_hex(29).upper()
-    (data / "identity.txt").write_text(identity + "\n")
+    identity_file = keyring.export_identity(site.fingerprint)
     service = SyncService(settings, data)
     await service.start()
     try:
@@ -143,7 +149,9 @@ async def test_the_bucket_holds_no_secrets_no_audio_and_no_local_db(
     forbidden: dict[str, bytes] = {
         "S3 secret key": SECRET_KEY.encode(),
         "S3 access key id": ACCESS_KEY.encode(),
-        "recording identity": identity.encode(),
+        "recording identity": identity.secret_string().encode(),
+        "protected identity file": identity_file[-64:],
+        "identity passphrase": PASSPHRASE.encode(),
         "local.db table": b"extension_secrets",
         "local.db description": b"local-only secrets",
     }
@@ -155,6 +163,7 @@ async def test_the_bucket_holds_no_secrets_no_audio_and_no_local_db(
             ).encode()
     for ref, blob in ciphertexts.items():
         forbidden[f"ciphertext of {ref}"] = blob[1000:1064]
+        forbidden[f"audio of {ref}"] = audio[ref][20_000:20_064]
     local_bytes = (data / LOCAL_DB).read_bytes()
     objects = list(s3.objects(bucket))
     assert objects, "nothing was replicated"
