@@ -14,6 +14,7 @@ import pytest
 from support.s3 import MotoProcess
 from support.syncing import FAST, call_record, rows, wait_for
 
+from appliance.cli import main
 from appliance.store import open_store
 from appliance.sync import S3Target, SyncError, SyncService, SyncSettings, restore_metadata
 from appliance.sync.status import ALARM_LAG
@@ -97,3 +98,34 @@ async def test_a_wrong_key_is_an_alarm_that_names_the_error_not_the_key(
         store.close()
     assert wrong not in caplog.text and wrong not in shown
     assert wrong.encode() not in files_under(data)
+
+
+async def test_a_fresh_box_with_only_sync_json_restores_from_the_bucket(
+    tmp_path: Path, checked_s3: MotoProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bucket = checked_s3.new_bucket()
+    settings = settings_for(checked_s3, bucket, checked_s3.secret_key)
+    old = tmp_path / "old"
+    store = open_store(old)
+    service = SyncService(settings, old)
+    await service.start()
+    try:
+        for i in range(20):
+            store.cdr.write(call_record(i))
+        await service.sync_now()
+    finally:
+        await service.stop()
+        store.close()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    config = fresh / "sync.json"
+    config.write_text(settings.model_dump_json())  # the secret is masked in a dump...
+    config.write_text(
+        config.read_text().replace("**********", checked_s3.secret_key)  # ...so put it back
+    )
+    config.chmod(0o600)
+    assert await asyncio.to_thread(main, ["sync", "restore", "--data", str(fresh)]) == 0
+    out = capsys.readouterr()
+    assert "20 call record(s)" in out.out
+    assert checked_s3.secret_key not in out.out + out.err
+    assert len(rows(fresh / "metadata.db", "call_records")) == 20
