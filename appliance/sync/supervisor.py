@@ -223,6 +223,9 @@ class SyncService:
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.STDOUT,
                     preexec_fn=_die_with_parent,
+                    # Its own session: a Ctrl-C on the terminal reaches edgepbx only, which
+                    # stops Litestream in order (after the store's last commits).
+                    start_new_session=True,
                 )
             except OSError as exc:
                 self.monitor.error(f"cannot start litestream: {exc.strerror}")

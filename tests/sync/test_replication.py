@@ -192,6 +192,7 @@ async def test_a_killed_litestream_is_restarted_with_an_alarm_that_clears(tmp_pa
         await wait_for(lambda: service.status().state is SyncState.REPLICATING, "the first sync")
         first = service.pid
         assert first is not None
+        assert os.getpgid(first) != os.getpgid(0)  # a terminal's Ctrl-C does not reach it
         os.kill(first, signal.SIGKILL)
         await wait_for(
             lambda: ALARM_DOWN in {a.code for a in service.status().alarms}, "the down alarm"
