@@ -379,7 +379,9 @@ async def _manager_main(options: RunOptions) -> int:
                 pairing_code=code,
             )
 
-        parts.append(LinkPart(make_link))
+        link_part = LinkPart(make_link)
+        parts.append(link_part)
+        built.app.state.link_client = lambda: link_part.client
         supervisor = Supervisor(parts)
         await supervisor.start()
         if cabinet_part is not None:

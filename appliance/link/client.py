@@ -186,6 +186,7 @@ class LinkClient:
         """The installer entered a pairing code: pair with it now (a code takes precedence
         over a stored credential, so entering one re-pairs a linked box)."""
         self._pairing_code = code.strip()
+        self._set(LinkPhase.CONNECTING, "pairing")  # a new attempt: forget the last refusal
         self._code_given.set()
         if self._ws is not None:
             self._ws.transport.close()  # reconnect at once, pairing on the new connection

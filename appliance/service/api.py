@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
+
 from appliance.api import BoxContext, CallControl, SyncSource, create_app
 from appliance.api.accounts import AccountStore, Role
-from appliance.link.asgi import ASGIApp
+from appliance.service.link_routes import install_link_routes
 from appliance.store import SqliteStore
 from pbx.settings import SipSettings
 
@@ -24,7 +26,7 @@ DEMO_ADMIN = "admin"
 
 @dataclass
 class BuiltApi:
-    app: ASGIApp
+    app: FastAPI
     secrets: list[str] = field(default_factory=list)  # values the logs must never show
     admin_hint: str = ""  # how to log in, for the banner of make run
 
@@ -74,6 +76,7 @@ def build_api(
 ) -> BuiltApi:
     context = BoxContext(store=store, sip=sip, calls=calls, sync=_sync_source(data))
     app = create_app(context)
+    install_link_routes(app)
     password = _demo_admin(app.state.accounts, data)
     if password is None:
         return BuiltApi(app)
