@@ -332,8 +332,9 @@ async def _core_main(options: RunOptions) -> int:
 
 
 async def _manager_main(options: RunOptions) -> int:
-    from appliance.link import LinkClient, LinkSettings, SqliteCredentials  # noqa: PLC0415
     from appliance.link.cabinet import Cabinet  # noqa: PLC0415
+    from appliance.link.client import LinkClient, LinkSettings  # noqa: PLC0415
+    from appliance.link.credentials import SqliteCredentials  # noqa: PLC0415
     from appliance.service.api import build_api  # noqa: PLC0415
     from appliance.service.corectl import RemoteCalls  # noqa: PLC0415
     from appliance.service.parts import ApiPart, CabinetPart, LinkPart  # noqa: PLC0415

@@ -12,8 +12,9 @@ from support.api import PASSWORD, Box, make_box
 from support.linkpeer import BoxFactory, wait_for
 
 from appliance.api.accounts import Role
-from appliance.link import LinkPhase, SqliteCredentials
 from appliance.link.cabinet import Cabinet
+from appliance.link.client import LinkPhase
+from appliance.link.credentials import SqliteCredentials
 from appliance.service.link_routes import install_link_routes
 
 
