@@ -310,7 +310,7 @@ async def _core_main(options: RunOptions) -> int:
     )
     store = open_store(data, write_behind=True)
     core = SipCore(settings, store, secret_file(data / "nonce.key", secrets.token_bytes(32)))
-    control = CoreControlServer(core.calls, Path(options.runtime_dir) / "core.sock")
+    control = CoreControlServer(core.calls, Path(options.runtime_dir) / "core.sock", store)
     try:
         await core.start()
         await control.start()
@@ -336,7 +336,7 @@ async def _manager_main(options: RunOptions) -> int:
     from appliance.link.client import LinkClient, LinkSettings  # noqa: PLC0415
     from appliance.link.credentials import SqliteCredentials  # noqa: PLC0415
     from appliance.service.api import build_api  # noqa: PLC0415
-    from appliance.service.corectl import RemoteCalls  # noqa: PLC0415
+    from appliance.service.corectl import RemoteCalls, notifying_directory  # noqa: PLC0415
     from appliance.service.parts import ApiPart, CabinetPart, LinkPart  # noqa: PLC0415
     from appliance.store import open_store  # noqa: PLC0415
     from pbx.settings import SipSettings  # noqa: PLC0415
@@ -344,7 +344,9 @@ async def _manager_main(options: RunOptions) -> int:
     notifier = Notifier.from_env()
     data = options.data_dir
     store = open_store(data)
-    calls = RemoteCalls(Path(options.runtime_dir) / "core.sock")
+    core_socket = Path(options.runtime_dir) / "core.sock"
+    notifying_directory(store, core_socket)  # API writes reach the core's in-memory copy
+    calls = RemoteCalls(core_socket)
     parts: list[Part] = [calls]
     reported: dict[str, str] = {}
     try:
