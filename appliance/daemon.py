@@ -20,9 +20,12 @@ and ``tests/perf/test_bench_isolation.py`` measures the SIP answer time while an
 blocks its loop for 300 ms, ten times (OPTIONS probed every 10 ms, 2-core build machine):
 on one loop the worst answer took 303 ms and 10 probes waited over 100 ms (SIP stood still
 for every blocked request); in two processes the worst took 18 ms, none over 100 ms.
-What it costs: the API reaches the core's live state (active calls) across a process
-boundary; everything persistent is shared through SQLite (WAL, busy_timeout), which is
-multi-process by design. The supervisor is kept small so it has little that can fail.
+What it costs: everything persistent is shared through SQLite (WAL, busy_timeout), which is
+multi-process by design, but two things live in the core's memory: the live calls and the
+core's copy of the extension directory. The core's control socket
+(:mod:`appliance.service.corectl`) serves the first to the API (list, hang up) and takes
+the API's directory writes for the second, before the API answers. The supervisor is kept
+small so it has little that can fail.
 
 Both children speak the sd_notify protocol to the supervisor (READY=1, WATCHDOG=1): a child
 whose loop stalls past its watchdog, or that exits, is restarted with backoff. The
