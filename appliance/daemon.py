@@ -389,7 +389,11 @@ async def _manager_main(options: RunOptions) -> int:
         parts.append(link_part)
         built.app.state.link_client = lambda: link_part.client
         supervisor = Supervisor(parts)
-        await supervisor.start()
+        try:
+            await supervisor.start()
+        except StartFailed:
+            await supervisor.stop()  # what did start (the cabinet, the calls mirror)
+            raise
         if cabinet_part is not None:
             operator = f"http://{options.cabinet_host}:{cabinet_part.operator_port}"
             reported["EDGEPBX_CABINET"] = operator
@@ -429,6 +433,7 @@ def run_part(name: str) -> int:
     main = {"core": _core_main, "manager": _manager_main}[name]
     try:
         return asyncio.run(main(options))
-    except OSError as exc:
+    except (OSError, StartFailed) as exc:
         log.error("cannot start: part=%s error=%s", name, exc)
+        Notifier.from_env().status(f"cannot start: {exc}")  # the supervisor shows why
         return 1

@@ -311,7 +311,11 @@ class ChildPart:
             code = self.process.returncode
             await self.stop()
             if code is not None:
-                raise StartFailed(f"{self.name} exited with code {code} before it was ready")
+                why = self.reported.get("STATUS", "")
+                raise StartFailed(
+                    f"{self.name} exited with code {code} before it was ready"
+                    + (f" ({why})" if why else "")
+                )
             raise StartFailed(f"{self.name} not ready after {self.start_timeout:.0f} s")
         self._last_ping = time.monotonic()
 
