@@ -79,6 +79,7 @@ class RunOptions:
     data: str = "var"
     sip_host: str = "127.0.0.1"
     sip_port: int = 5060
+    rtp_ports: tuple[int, int] | None = None  # None: the SIP settings' default range
     api_host: str = "127.0.0.1"
     api_port: int = 8780
     cabinet_url: str | None = None  # None: the embedded cabinet on loopback
@@ -101,7 +102,22 @@ class RunOptions:
 
     @classmethod
     def from_env(cls) -> RunOptions:
-        return cls(**json.loads(os.environ[OPTIONS_ENV]))
+        raw = json.loads(os.environ[OPTIONS_ENV])
+        if raw.get("rtp_ports") is not None:
+            raw["rtp_ports"] = tuple(raw["rtp_ports"])
+        return cls(**raw)
+
+    def sip_settings(self) -> Any:
+        """The SIP core's settings (refused with the field named when invalid)."""
+        from pbx.settings import SipSettings  # noqa: PLC0415
+
+        host = self.sip_host
+        if self.rtp_ports is None:
+            return SipSettings(host=host, port=self.sip_port, media_host=host)
+        low, high = self.rtp_ports
+        return SipSettings(
+            host=host, port=self.sip_port, media_host=host, rtp_port_min=low, rtp_port_max=high
+        )
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -190,6 +206,11 @@ async def _supervise(options: RunOptions) -> int:
     from pbx.settings import SipSettings  # noqa: PLC0415
 
     data = options.data_dir
+    try:
+        options.sip_settings()  # refused here, with the field named, not in a child
+    except ValueError as exc:  # pydantic's ValidationError
+        print(f"edgepbx: invalid settings: {exc}", file=sys.stderr, flush=True)
+        return 2
     demo = prepare_data(data, SipSettings().domain)
     runtime = Path(os.environ.get("RUNTIME_DIRECTORY") or data / "run")
     runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -304,13 +325,10 @@ async def _core_main(options: RunOptions) -> int:
     from appliance.store import open_store  # noqa: PLC0415
     from pbx.runtime import tune_gc  # noqa: PLC0415
     from pbx.service import SipCore  # noqa: PLC0415
-    from pbx.settings import SipSettings  # noqa: PLC0415
 
     notifier = Notifier.from_env()
     data = options.data_dir
-    settings = SipSettings(
-        host=options.sip_host, port=options.sip_port, media_host=options.sip_host
-    )
+    settings = options.sip_settings()
     store = open_store(data, write_behind=True)
     core = SipCore(settings, store, secret_file(data / "nonce.key", secrets.token_bytes(32)))
     control = CoreControlServer(core.calls, Path(options.runtime_dir) / "core.sock", store)
@@ -342,7 +360,6 @@ async def _manager_main(options: RunOptions) -> int:
     from appliance.service.corectl import RemoteCalls, notifying_directory  # noqa: PLC0415
     from appliance.service.parts import ApiPart, CabinetPart, LinkPart  # noqa: PLC0415
     from appliance.store import open_store  # noqa: PLC0415
-    from pbx.settings import SipSettings  # noqa: PLC0415
 
     notifier = Notifier.from_env()
     data = options.data_dir
@@ -353,9 +370,7 @@ async def _manager_main(options: RunOptions) -> int:
     parts: list[Part] = [calls]
     reported: dict[str, str] = {}
     try:
-        host = options.sip_host
-        sip = SipSettings(host=host, port=options.sip_port, media_host=host)
-        built = build_api(store, data, sip, calls)
+        built = build_api(store, data, options.sip_settings(), calls)
         for value in built.secrets:
             register_secret(value)
         api = ApiPart(built.app, options.api_host, options.api_port)
