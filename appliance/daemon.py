@@ -294,7 +294,7 @@ def _banner(
     admin = manager.get("EDGEPBX_ADMIN", "")
     if admin:
         lines.append(f"  API login: {admin}")
-    lines.append(f"  Console: edgepbx console --api {api}")
+    lines.append(f"  Console: edgepbx setup --api {api}")
     operator = manager.get("EDGEPBX_CABINET", "")
     if operator:
         box = manager.get("EDGEPBX_BOX_ID", "<box id>")
