@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
+from appliance import keys_cli
 from appliance.daemon import RunOptions, run_box, run_part
 from appliance.link.cli import add_link_commands, run_link_command
+from appliance.sync.cli import add_sync_commands, run_sync_command
 
 
 def _port_range(text: str) -> tuple[int, int]:
@@ -75,7 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     part.add_argument("name", choices=("core", "manager"))
     sub.add_parser("version", help="print the version")
     add_link_commands(sub)
+    add_sync_commands(sub)
+    _add_setup_commands(sub)
+    keys_cli.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        return keys_cli.run(args)
+    if args.command in ("setup", "console-api", "network"):
+        # imported here: the SIP core's start-up should not load Textual; and before logging
+        # is set up, since log lines on stderr would tear the console's screen
+        from appliance.setup.cli import run_setup_command  # noqa: PLC0415
+
+        return run_setup_command(args)
     if args.command == "version":
         print(version("edgepbx"))
         return 0
@@ -83,7 +97,27 @@ def main(argv: list[str] | None = None) -> int:
         return run_part(args.name)
     if args.command == "link":
         return run_link_command(args)
+    if args.command == "sync":
+        return run_sync_command(args)
     return run_box(_run_options(args))
+
+
+def _add_setup_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    setup = sub.add_parser("setup", help="the setup console (first-boot wizard, status)")
+    setup.add_argument("--socket", type=Path, help="the management API's unix socket")
+    setup.add_argument("--api", help="the management API's URL (default http://127.0.0.1:8080)")
+    setup.add_argument("--refresh", type=float, default=2.0, help="status refresh, seconds")
+    setup.add_argument("--export-dir", default="/media/usb", help="suggested key export folder")
+    api = sub.add_parser("console-api", help="serve the console's API endpoints")
+    api.add_argument("--data", type=Path, default=Path("var"), help="the box's data folder")
+    api.add_argument("--socket", type=Path, help="listen on this unix socket")
+    api.add_argument("--port", type=int, default=8080, help="else on 127.0.0.1:PORT")
+    api.add_argument("--network", choices=("netlink", "memory"), default="netlink")
+    api.add_argument("--netns", help="manage this network namespace instead of the host's")
+    net = sub.add_parser("network", help="network settings")
+    net.add_argument("action", choices=("show", "apply-saved"))
+    net.add_argument("--data", type=Path, default=Path("var"), help="the box's data folder")
+    net.add_argument("--netns", help="a network namespace instead of the host's")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ from appliance.service.supervisor import (
     StartFailed,
     Supervisor,
 )
+from appliance.sync import SyncService, load_settings
 
 __all__ = ["RunOptions", "run_box", "run_part"]
 
@@ -179,14 +180,9 @@ async def _watchdog(notifier: Notifier, interval: float | None) -> None:
         await asyncio.sleep(interval)
 
 
-def _optional_sync(data: Path) -> Part | None:
-    """The sync supervisor (``appliance.sync.SyncService``: start/stop/status), when that
-    package is installed. It restarts Litestream by itself, so the part is never ill."""
-    try:
-        sync: Any = importlib.import_module("appliance.sync")
-    except ImportError:
-        return None
-    return HookPart("sync", sync.SyncService(sync.load_settings(data), data))
+def _sync_part(data: Path) -> Part:
+    """The cloud sync supervisor. It restarts Litestream by itself, so the part is never ill."""
+    return HookPart("sync", SyncService(load_settings(data), data))
 
 
 def _optional_discovery() -> Part | None:
@@ -223,9 +219,8 @@ async def _supervise(options: RunOptions) -> int:
         "manager", [*child, "manager"], runtime, env=env, watchdog=options.child_watchdog
     )
     parts: list[Part] = []
-    sync = _optional_sync(data) if options.sync else None
-    if sync is not None:
-        parts.append(sync)
+    if options.sync:
+        parts.append(_sync_part(data))
     parts += [core, manager]
     discovery = _optional_discovery()
     if discovery is not None:
@@ -303,6 +298,8 @@ def _banner(
             f"    curl {operator}/boxes\n"
             f"    curl {operator}/boxes/{box}/system/health   (through the link)"
         )
+    if options.sync:
+        lines.append("  Cloud sync of metadata.db: edgepbx sync status")
     lines.append("  Stop: Ctrl-C (or SIGTERM); under systemd: image/systemd/edgepbx.service")
     return "\n".join(lines)
 

@@ -123,7 +123,7 @@ class ExtensionConfig(_Strict):
 
     @field_validator("display_name")
     @classmethod
-    def _printable(cls, value: str) -> str:
+    def printable(cls, value: str) -> str:
         if _CONTROL.search(value):
             raise ValueError("must not contain control characters")
         return value

@@ -43,7 +43,13 @@ tmpfs survives a process crash, not a power loss or reboot; after those, ``recov
 site identity (unlocked with its passphrase) instead. Recovery keeps the longest run of chunks
 that authenticate, cuts the rest, and re-encrypts the last kept chunk with the final flag: the
 result is a valid age file that stock ``age -d`` opens. It truncates first and rewrites the
-chunk second, so a crash during recovery leaves a file that recovery can still handle.
+chunk second, so a crash during recovery leaves a file that recovery can still handle. A
+writer holds an ``flock`` on its file until it closes or dies; recovery refuses a locked file,
+so it can never finalize a recording that is still being written.
+
+The head. A WAV header's lengths are known only at the end: ``close(head=...)`` re-seals
+chunk 0 with the final header, and ``recover``/``salvage`` take ``head(size)`` so a recovered
+file gets the lengths of what it kept.
 
 Reading (:class:`AgeReader`) is random access by chunk: the chunk count and plaintext size
 follow from the file size; opening authenticates the last chunk (so the size is proven), and a
@@ -63,12 +69,13 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
+import fcntl
 import hashlib
 import hmac
 import io
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -95,8 +102,11 @@ __all__ = [
     "HeaderMacError",
     "Identity",
     "NoIdentityError",
+    "NothingToRecoverError",
     "PayloadError",
+    "PendingOutcome",
     "Recipient",
+    "RecordingInProgressError",
     "RecoveryError",
     "RecoveryReport",
     "ScryptIdentity",
@@ -113,8 +123,10 @@ __all__ = [
     "decrypt_bytes",
     "destroy_key_stanzas",
     "encrypt_bytes",
+    "file_sha256",
     "read_header",
     "recover",
+    "recover_pending",
     "shred",
 ]
 
@@ -191,6 +203,14 @@ class RecoveryError(AgeError):
     """A partial file cannot be recovered (no key for it, or damage that is not a torn tail)."""
 
 
+class NothingToRecoverError(RecoveryError):
+    """The file stops inside its header: it never held audio."""
+
+
+class RecordingInProgressError(RecoveryError):
+    """A live writer holds the file (its lock): it is not a crashed recording."""
+
+
 class StorageError(AgeError):
     """Writing to the recording's file failed at the OS level; what was written is intact."""
 
@@ -230,6 +250,14 @@ def _b64decode(text: bytes | str, what: str) -> bytes:
 
 def _chunk_nonce(counter: int, final: bool) -> bytes:
     return counter.to_bytes(11, "big") + (b"\x01" if final else b"\x00")
+
+
+def _opens(aead: ChaCha20Poly1305, sealed: bytes, counter: int, final: bool) -> bool:
+    try:
+        aead.decrypt(_chunk_nonce(counter, final), sealed, None)
+    except InvalidTag:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -602,6 +630,10 @@ class AgeWriter:
     its start; :meth:`create` opens one properly. Several recipients are allowed (site key plus
     escrow); a passphrase recipient must be alone. With a ``journal``, the file key is kept
     there until close (see the module docstring); ``name`` is the path recorded with it.
+
+    As a context manager it closes on success; on an exception it only aborts (the file stays
+    as a crash would leave it, recoverable from the journal). Not thread-safe; ``write`` never
+    waits for the disk, ``close`` fsyncs (run it off the event loop).
     """
 
     def __init__(
@@ -613,6 +645,7 @@ class AgeWriter:
         name: str | None = None,
         sync_every: int = 0,
         close_sink: bool = False,
+        keep_head: bool = False,
     ) -> None:
         if not recipients:
             raise ValueError("recipients: at least one is required")
@@ -625,21 +658,28 @@ class AgeWriter:
         self._sink = sink
         self._close_sink = close_sink
         self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
-        self._file_key = file_key
         self._buffer = bytearray()
         self._counter = 0
         self._offset = 0
         self._plaintext_size = 0
         self._sha = hashlib.sha256()
         self._sync_every = sync_every
+        self._keep_head = keep_head
+        self._head: bytes | None = None  # chunk 0's plaintext, when keep_head
         self._state = "open"
         self.header_id = header_id(header)
         self.payload_start = len(header) + NONCE_SIZE
+        self._start = self.payload_start  # file offset of chunk 0 (the sink starts at 0)
         self._journal = journal
         if journal is not None:
             journal.put(self.header_id, file_key, name or str(getattr(sink, "name", "")))
-        self._emit(header + nonce)
-        self._fsync()
+        try:
+            self._emit(header + nonce)
+            self._fsync()
+        except StorageError:
+            if journal is not None:  # no header on disk: nothing to recover later
+                journal.remove(self.header_id)
+            raise
 
     @classmethod
     def create(
@@ -650,6 +690,7 @@ class AgeWriter:
         journal: KeyJournal | None = None,
         sync_every: int = 0,
         mode: int = 0o640,
+        keep_head: bool = False,
     ) -> AgeWriter:
         """Create ``path`` (it must not exist) and start writing; its folder is fsynced."""
         path = Path(path)
@@ -659,6 +700,8 @@ class AgeWriter:
             raise _storage_error(exc, f"cannot create {path}") from exc
         sink = os.fdopen(fd, "r+b", buffering=0)
         try:
+            # Held until close or process death: recovery refuses a file a live writer holds.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             writer = cls(
                 sink,
                 recipients,
@@ -666,6 +709,7 @@ class AgeWriter:
                 name=str(path.resolve()),
                 sync_every=sync_every,
                 close_sink=True,
+                keep_head=keep_head,
             )
             _fsync_dir(path.parent)
         except BaseException:
@@ -700,23 +744,74 @@ class AgeWriter:
         self._buffer += pending
         return size
 
-    def close(self) -> WriteResult:
-        """Write the final chunk, fsync, forget the journalled key; returns size and SHA-256."""
+    def close(self, head: bytes | None = None) -> WriteResult:
+        """Write the final chunk, fsync, forget the journalled key; returns size and SHA-256.
+
+        ``head`` replaces the first ``len(head)`` plaintext bytes (a WAV header whose lengths
+        are known only now). Once chunk 0 is on disk this needs a seekable, readable sink (as
+        :meth:`create` makes): chunk 0 is read back (or kept in memory with ``keep_head``),
+        re-sealed in place, and the SHA-256 is computed by reading the file back.
+        """
         if self._state != "open":
             raise ValueError(f"close of a {self._state} recording writer")
+        if head is not None and len(head) > min(CHUNK_SIZE, self._plaintext_size):
+            raise ValueError("head: longer than the first chunk or than what was written")
+        if head is not None and self._counter == 0:
+            self._buffer[: len(head)] = head
+            head = None
+        first = self._first_chunk() if head is not None else b""
         self._seal(bytes(self._buffer), final=True)
         self._buffer.clear()
+        digest = self._sha.hexdigest()
+        if head is not None:
+            sealed = self._aead.encrypt(_chunk_nonce(0, False), head + first[len(head) :], None)
+            try:
+                self._sink.seek(self._start)
+                self._write_all(sealed)
+                digest = self._sink_sha256()
+            except OSError as exc:
+                self._state = "failed"
+                raise _storage_error(exc, "rewriting the recording's head failed") from exc
         self._fsync()
         self._finish()
-        return WriteResult(self._offset, self._plaintext_size, self._counter, self._sha.hexdigest())
+        return WriteResult(self._offset, self._plaintext_size, self._counter, digest)
 
-    def salvage(self) -> RecoveryReport:
-        """After a :class:`StorageError`: finalize the file at its last complete chunk."""
+    def _first_chunk(self) -> bytes:
+        """Chunk 0's plaintext: kept in memory (``keep_head``) or read back from the sink."""
+        try:
+            self._sink.seek(self._start)
+            sealed = b"" if self._head is not None else self._sink.read(ENC_CHUNK_SIZE)
+            self._sink.seek(self._offset)
+        except (OSError, ValueError) as exc:  # io.UnsupportedOperation is both
+            raise ValueError("head: the sink must be seekable and readable") from exc
+        if self._head is not None:
+            return self._head
+        try:
+            return self._aead.decrypt(_chunk_nonce(0, False), sealed, None)
+        except InvalidTag:
+            raise ChunkAuthError("chunk 0 changed on disk while recording", 0) from None
+
+    def _sink_sha256(self) -> str:
+        digest = hashlib.sha256()
+        self._sink.seek(0)
+        while block := self._sink.read(1 << 20):
+            digest.update(block)
+        return digest.hexdigest()
+
+    def salvage(self, head: Callable[[int], bytes] | None = None) -> RecoveryReport:
+        """After a :class:`StorageError`: finalize the file at its last complete chunk.
+
+        ``head`` as for :func:`recover`.
+        """
         if self._state == "closed":
             raise ValueError("salvage of a closed recording writer")
         self._state = "failed"
-        fd = self._sink.fileno()
-        report = _finalize_tail(fd, self.payload_start, self._aead, self._counter)
+        try:
+            report = _finalize_tail(
+                self._sink.fileno(), self.payload_start, self._aead, self._counter, head
+            )
+        except OSError as exc:
+            raise _storage_error(exc, "salvaging the recording failed") from exc
         self._finish()
         return report
 
@@ -724,6 +819,7 @@ class AgeWriter:
         """Stop without finalizing (the file stays recoverable from the journal)."""
         self._state = "closed"
         self._buffer.clear()
+        self._head = None
         if self._close_sink:
             self._sink.close()
 
@@ -738,25 +834,30 @@ class AgeWriter:
 
     def _finish(self) -> None:
         self._state = "closed"
-        self._file_key = b""
+        self._head = None
         if self._close_sink:
             self._sink.close()
         if self._journal is not None:
             self._journal.remove(self.header_id)
 
     def _seal(self, chunk: bytes | memoryview, final: bool) -> None:
+        if self._counter == 0 and self._keep_head:
+            self._head = bytes(chunk)
         self._emit(self._aead.encrypt(_chunk_nonce(self._counter, final), chunk, None))
         self._counter += 1
 
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._sink.write(view)
+            if written is None:  # a non-blocking raw file: not supported, fail loudly
+                raise BlockingIOError(errno.EAGAIN, "sink would block")
+            view = view[written:]
+        self._sink.flush()
+
     def _emit(self, data: bytes) -> None:
         try:
-            view = memoryview(data)
-            while view:
-                written = self._sink.write(view)
-                if written is None:  # a non-blocking raw file: not supported, fail loudly
-                    raise BlockingIOError(errno.EAGAIN, "sink would block")
-                view = view[written:]
-            self._sink.flush()
+            self._write_all(data)
         except OSError as exc:
             self._state = "failed"
             raise _storage_error(exc, "writing the recording failed") from exc
@@ -880,11 +981,7 @@ class AgeReader:
         return self._source.read(ENC_CHUNK_SIZE)
 
     def _opens(self, sealed: bytes, counter: int, final: bool) -> bool:
-        try:
-            self._aead.decrypt(_chunk_nonce(counter, final), sealed, None)
-        except InvalidTag:
-            return False
-        return True
+        return _opens(self._aead, sealed, counter, final)
 
     def _diagnose(self, index: int, sealed: bytes) -> PayloadError:
         final = index == self.chunk_count - 1
@@ -978,6 +1075,15 @@ class RecoveryReport:
     sha256: str  # hex SHA-256 of the finalized file
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (what the metadata database stores; needs no key)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _file_sha256(fd)
+    finally:
+        os.close(fd)
+
+
 def _file_sha256(fd: int) -> str:
     digest = hashlib.sha256()
     offset = 0
@@ -988,22 +1094,35 @@ def _file_sha256(fd: int) -> str:
 
 
 def _finalize_tail(
-    fd: int, payload_start: int, aead: ChaCha20Poly1305, keep: int
+    fd: int,
+    payload_start: int,
+    aead: ChaCha20Poly1305,
+    keep: int,
+    head: Callable[[int], bytes] | None = None,
 ) -> RecoveryReport:
-    """Cut the file after ``keep`` complete chunks and mark the last one final."""
+    """Cut the file after ``keep`` complete chunks and mark the last one final.
+
+    ``head(size)`` gives the bytes to put at plaintext offset 0 for a file of ``size`` bytes.
+    """
     original = os.fstat(fd).st_size
     end = payload_start + keep * ENC_CHUNK_SIZE
+    plaintext = keep * CHUNK_SIZE
+    patch = head(plaintext) if head is not None and plaintext else b""
+    if len(patch) > min(CHUNK_SIZE, plaintext):
+        raise ValueError("head: longer than the first chunk")
     # Truncate first: a crash between the two steps leaves a file recovery still understands.
     os.ftruncate(fd, end)
     os.fsync(fd)
     if keep == 0:
         os.pwrite(fd, aead.encrypt(_chunk_nonce(0, True), b"", None), end)
-        plaintext = 0
-    else:
-        at = end - ENC_CHUNK_SIZE
-        plain = aead.decrypt(_chunk_nonce(keep - 1, False), os.pread(fd, ENC_CHUNK_SIZE, at), None)
-        os.pwrite(fd, aead.encrypt(_chunk_nonce(keep - 1, True), plain, None), at)
-        plaintext = keep * CHUNK_SIZE
+    for index in sorted({keep - 1, 0} if patch else {keep - 1}):
+        if index < 0:
+            continue
+        at = payload_start + index * ENC_CHUNK_SIZE
+        plain = aead.decrypt(_chunk_nonce(index, False), os.pread(fd, ENC_CHUNK_SIZE, at), None)
+        if index == 0 and patch:
+            plain = patch + plain[len(patch) :]
+        os.pwrite(fd, aead.encrypt(_chunk_nonce(index, index == keep - 1), plain, None), at)
     os.fsync(fd)
     size = os.fstat(fd).st_size
     return RecoveryReport(
@@ -1021,8 +1140,13 @@ def recover(
     *,
     journal: KeyJournal | None = None,
     identities: Sequence[Identity] = (),
+    head: Callable[[int], bytes] | None = None,
 ) -> RecoveryReport:
     """Turn a recording cut short by a crash into a valid, finalized age file.
+
+    ``head(size)``, if given, returns the bytes to write at plaintext offset 0 once the
+    recovered size is known (the recorder's WAV header); it is not called for a file that was
+    already final or holds nothing.
 
     The file key comes from the ``journal`` (after a process crash) or from ``identities``
     (the unlocked site identity, after a power loss). Keeps every chunk that authenticates,
@@ -1032,9 +1156,15 @@ def recover(
     """
     with open(path, "r+b") as source:
         try:
+            fcntl.flock(source.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RecordingInProgressError(f"{path}: a live writer holds it") from None
+        if os.fstat(source.fileno()).st_size == 0:
+            raise NothingToRecoverError(f"{path}: empty (the writer died before the header)")
+        try:
             header = read_header(source)
         except TruncatedError as exc:
-            raise RecoveryError(f"{path}: the header is incomplete; no audio to recover") from exc
+            raise NothingToRecoverError(f"{path}: the header is incomplete; no audio") from exc
         file_key = journal.get(header.id) if journal is not None else None
         if file_key is not None:
             _check_mac(header, file_key)
@@ -1064,15 +1194,20 @@ def recover(
                 keep += 1
                 offset += ENC_CHUNK_SIZE
                 continue
-            if at_end and _opens(aead, sealed, keep, True) and (keep == 0 or len(sealed) > 16):
+            if _opens(aead, sealed, keep, True) and (keep == 0 or len(sealed) > TAG_SIZE):
+                # The writer had closed the file; anything after its final chunk is foreign.
+                end = offset + len(sealed)
+                if not at_end:
+                    os.ftruncate(fd, end)
+                    os.fsync(fd)
                 if journal is not None:
                     journal.remove(header.id)
                 return RecoveryReport(
-                    already_final=True,
+                    already_final=at_end,
                     chunks=keep + 1,
                     plaintext_size=keep * CHUNK_SIZE + len(sealed) - TAG_SIZE,
-                    discarded_bytes=0,
-                    ciphertext_size=size,
+                    discarded_bytes=size - end,
+                    ciphertext_size=end,
                     sha256=_file_sha256(fd),
                 )
             following = os.pread(fd, ENC_CHUNK_SIZE, offset + ENC_CHUNK_SIZE)
@@ -1084,18 +1219,50 @@ def recover(
                     "not a crash; refusing to cut the file"
                 )
             break  # a torn tail: everything from here was never completely written
-        report = _finalize_tail(fd, payload_start, aead, keep)
+        try:
+            report = _finalize_tail(fd, payload_start, aead, keep, head)
+        except OSError as exc:
+            raise _storage_error(exc, f"{path}: finalizing failed") from exc
     if journal is not None:
         journal.remove(header.id)
     return report
 
 
-def _opens(aead: ChaCha20Poly1305, sealed: bytes, counter: int, final: bool) -> bool:
-    try:
-        aead.decrypt(_chunk_nonce(counter, final), sealed, None)
-    except InvalidTag:
-        return False
-    return True
+@dataclass(frozen=True)
+class PendingOutcome:
+    """What :func:`recover_pending` did with one key journal entry."""
+
+    path: str
+    report: RecoveryReport | None  # None: not recovered (see ``error``) or the file is gone
+    error: str = ""  # why it was not recovered
+
+
+def recover_pending(
+    journal: KeyJournal,
+    *,
+    identities: Sequence[Identity] = (),
+    head: Callable[[int], bytes] | None = None,
+) -> list[PendingOutcome]:
+    """Recover every recording the journal says was not closed (the recorder runs this at start).
+
+    Entries whose file is gone, or holds no complete header (no audio), are dropped; entries
+    that fail otherwise stay in the journal for a later attempt with ``identities``. Files a
+    live writer still holds are skipped (:class:`RecordingInProgressError`).
+    """
+    outcomes = []
+    for entry in journal.pending():
+        try:
+            report = recover(entry.path, journal=journal, identities=identities, head=head)
+        except FileNotFoundError:
+            journal.remove(entry.header_id)
+            outcomes.append(PendingOutcome(entry.path, None, "the file is gone"))
+        except (AgeError, OSError) as exc:
+            if isinstance(exc, NothingToRecoverError):
+                journal.remove(entry.header_id)
+            outcomes.append(PendingOutcome(entry.path, None, str(exc)))
+        else:
+            outcomes.append(PendingOutcome(entry.path, report))
+    return outcomes
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ reboot; after that, recovery needs the site identity instead
 (see :func:`pbx.recording.age.recover`).
 A file key opens exactly one recording, and only the recordings in progress have an entry, so
 the window of exposure is the length of the call, to someone who is root on the box (who could
-read the audio from the recorder's memory anyway).
+read the audio from the recorder's memory anyway). tmpfs pages can be swapped out: the box
+runs without swap (or with encrypted swap) for this reason, as for the unlocked identity.
 
 Entries are named by a hash of the recording's header (:func:`header_id`), so they follow the
 file through a rename, and each names the path the writer used, so the recorder can find and
@@ -29,14 +30,44 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEFAULT_JOURNAL_DIR", "JournalEntry", "KeyJournal", "KeyJournalError", "header_id"]
+__all__ = [
+    "DEFAULT_JOURNAL_DIR",
+    "JournalEntry",
+    "KeyJournal",
+    "KeyJournalError",
+    "filesystem_type",
+    "header_id",
+]
 
 DEFAULT_JOURNAL_DIR = Path("/run/edgepbx/recording-keys")
 _SUFFIX = ".key"
 
 
 class KeyJournalError(Exception):
-    """The journal folder is unusable (wrong owner or mode, unreadable entry)."""
+    """The journal folder is unusable (not RAM-backed, wrong owner, unreadable entry)."""
+
+
+_VOLATILE = {"tmpfs", "ramfs"}
+
+
+def filesystem_type(path: str | os.PathLike[str]) -> str:
+    """The type of the filesystem holding ``path`` (from /proc/self/mountinfo), or ""."""
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        fields, _, rest = line.partition(" - ")
+        parts = fields.split()
+        if len(parts) < 5 or not rest:
+            continue
+        mount = parts[4].encode().decode("unicode_escape")  # octal escapes such as \040
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, kind = mount, rest.split()[0]
+    return kind
 
 
 def header_id(raw_header: bytes) -> str:
@@ -56,9 +87,21 @@ class JournalEntry:
 class KeyJournal:
     """A folder of ``<header_id>.key`` files, each holding one file key and its recording's path."""
 
-    def __init__(self, directory: str | os.PathLike[str] = DEFAULT_JOURNAL_DIR) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] = DEFAULT_JOURNAL_DIR,
+        *,
+        require_volatile: bool = True,
+    ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        kind = filesystem_type(self.directory)
+        if require_volatile and kind not in _VOLATILE:
+            raise KeyJournalError(
+                f"key journal {self.directory} is on {kind or 'an unknown filesystem'}, not a "
+                "RAM-backed one (tmpfs): file keys would reach the disk. Use a folder under "
+                "/run, or require_volatile=False in tests"
+            )
         info = self.directory.lstat()
         if not stat.S_ISDIR(info.st_mode):
             raise KeyJournalError(f"key journal {self.directory} is not a directory")

@@ -185,6 +185,7 @@ class Keyring:
         self.work_factor = work_factor
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)
+        self._stamp: tuple[int, int] | None = None
         self._doc = self._load()
 
     # -- reading ------------------------------------------------------------------------------
@@ -203,7 +204,11 @@ class Keyring:
         return self.get(self._doc.current) if self._doc.current else None
 
     def recording_recipients(self) -> list[X25519Recipient]:
-        """What a new recording is encrypted to: the current site key, then every escrow key."""
+        """What a new recording is encrypted to: the current site key, then every escrow key.
+
+        Re-reads the keyring if another process (``edgepbx keys rotate``) changed it.
+        """
+        self.refresh()
         current = self.current
         if current is None:
             raise KeyringError("no site key yet: create one at setup (Keyring.initialize)")
@@ -273,6 +278,8 @@ class Keyring:
         identity = unlock_identity(protected, passphrase)[0]
         recipient = identity.recipient()
         existing = [k for k in self._doc.keys if k.fingerprint == recipient.fingerprint]
+        if existing and existing[0].role == "escrow":
+            raise KeyringError(f"{recipient.fingerprint} is an escrow key: remove it first")
         key = existing[0] if existing else self._site_info(recipient, now, exported=True)
         _write_atomic(self._identity_path(key.fingerprint), protected)
         if not existing:
@@ -284,6 +291,7 @@ class Keyring:
 
     def change_passphrase(self, old: str, new: str, *, now: float | None = None) -> None:
         """Re-protect every site identity that ``old`` opens with ``new``."""
+        changed = 0
         for key in [k for k in self._doc.keys if k.role == "site"]:
             path = self._identity_path(key.fingerprint)
             try:
@@ -295,6 +303,9 @@ class Keyring:
             _write_atomic(path, data)
             # The old backup still opens with the old passphrase only: ask for a new export.
             self._replace(key, key.model_copy(update={"exported_at": None}))
+            changed += 1
+        if not changed:
+            raise WrongPassphraseError("the old passphrase opens none of the site identities")
 
     # -- escrow -------------------------------------------------------------------------------
 
@@ -364,8 +375,21 @@ class Keyring:
             raise KeyringError(f"fingerprint: {fingerprint!r} is not sha256:<32 hex>")
         return self.directory / f"site-{fingerprint.removeprefix('sha256:')}.age"
 
+    def refresh(self) -> None:
+        """Reload ``keyring.json`` if it changed on disk since this object last read it."""
+        if self._disk_stamp() != self._stamp:
+            self._doc = self._load()
+
+    def _disk_stamp(self) -> tuple[int, int] | None:
+        try:
+            info = (self.directory / _DOCUMENT).stat()
+        except FileNotFoundError:
+            return None
+        return info.st_mtime_ns, info.st_ino
+
     def _load(self) -> _Document:
         path = self.directory / _DOCUMENT
+        self._stamp = self._disk_stamp()
         try:
             return _Document.model_validate_json(path.read_bytes())
         except FileNotFoundError:
@@ -375,6 +399,7 @@ class Keyring:
 
     def _save(self) -> None:
         _write_atomic(self.directory / _DOCUMENT, self._doc.model_dump_json(indent=2).encode())
+        self._stamp = self._disk_stamp()
 
 
 def _now(now: float | None) -> float:

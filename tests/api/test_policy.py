@@ -19,6 +19,7 @@ from appliance.api.policy import (
     decide,
     origin_of,
 )
+from pbx.store import Extension
 
 AUDIO = b"RIFF" + bytes(range(256)) * 20
 
@@ -44,7 +45,7 @@ SENSITIVE: list[tuple[str, str, dict[str, Any], str, int]] = [
 
 def _prepare(box: Box) -> None:
     box.recordings.add("rec-1", AUDIO, call_id="c1", started_at=1.0)
-    box.store.directory.create(__import__("pbx.store").store.Extension("101"))
+    box.store.directory.create(Extension("101"))
 
 
 @pytest.mark.parametrize(("method", "path", "kwargs", "role", "status"), SENSITIVE)

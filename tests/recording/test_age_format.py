@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +26,7 @@ from pbx.recording.age import (
     NoIdentityError,
     ScryptIdentity,
     ScryptRecipient,
+    Stanza,
     TrailingDataError,
     TruncatedError,
     WorkFactorError,
@@ -30,6 +34,7 @@ from pbx.recording.age import (
     X25519Recipient,
     decrypt_bytes,
     encrypt_bytes,
+    file_sha256,
     read_header,
 )
 
@@ -97,6 +102,15 @@ def test_full_chunks_reach_the_sink_as_they_fill(identity: X25519Identity) -> No
     writer.write(bytes(3 * CHUNK_SIZE))
     assert len(sink.getvalue()) == start + 4 * ENC_CHUNK_SIZE
     writer.close()
+
+
+def test_file_sha256(tmp_path: Path, identity: X25519Identity) -> None:
+    with AgeWriter.create(tmp_path / "r.age", [identity.recipient()]) as writer:
+        writer.write(os.urandom(3 * CHUNK_SIZE))
+    assert (
+        file_sha256(tmp_path / "r.age")
+        == hashlib.sha256((tmp_path / "r.age").read_bytes()).hexdigest()
+    )
 
 
 def test_write_result_hash_matches_file(identity: X25519Identity) -> None:
@@ -348,3 +362,38 @@ def test_non_canonical_base64_is_refused(identity: X25519Identity) -> None:
     bad_line = mac_line[:-1] + alphabet[last ^ 1 : (last ^ 1) + 1]
     with pytest.raises(AgeFormatError, match="non-canonical"):
         decrypt_bytes(raw.replace(mac_line, bad_line) + ciphertext[len(raw) :], [identity])
+
+
+def test_format_modules_load_no_asyncio_or_sockets() -> None:
+    code = (
+        "import sys, pbx.recording.age, pbx.recording.journal, pbx.recording.bech32;"
+        "print(sorted({'asyncio', 'socket', 'selectors'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+class _GreaseRecipient:
+    """A recipient that adds a stanza of a type nobody knows (as age's grease does)."""
+
+    def __init__(self, inner: X25519Recipient) -> None:
+        self.inner = inner
+
+    def wrap(self, file_key: bytes) -> list[Stanza]:
+        grease = Stanza("edgepbx-grease", ("x", "y+/="), os.urandom(100))
+        return [grease, *self.inner.wrap(file_key)]
+
+
+def test_unknown_stanza_types_are_skipped(identity: X25519Identity) -> None:
+    ciphertext = encrypt_bytes(b"audio", [_GreaseRecipient(identity.recipient())])
+    assert [s.type for s in read_header(io.BytesIO(ciphertext)).stanzas] == [
+        "edgepbx-grease",
+        "X25519",
+    ]
+    assert decrypt_bytes(ciphertext, [identity]) == b"audio"
+
+
+def test_low_order_share_is_refused(identity: X25519Identity) -> None:
+    stanza = Stanza("X25519", ("A" * 43,), bytes(32))  # the all-zero point
+    with pytest.raises(AgeFormatError, match="invalid share"):
+        identity.unwrap([stanza])

@@ -111,6 +111,8 @@ def test_change_passphrase(tmp_path: Path) -> None:
     keyring = Keyring(tmp_path, work_factor=FAST)
     site = keyring.initialize("old")
     keyring.export_identity(site.fingerprint)
+    with pytest.raises(WrongPassphraseError):
+        keyring.change_passphrase("not old", "new")
     keyring.change_passphrase("old", "new")
     with pytest.raises(WrongPassphraseError):
         keyring.unlock("old")
@@ -154,3 +156,11 @@ def test_stock_age_plays_a_recording_with_the_exported_identity(tmp_path: Path) 
     assert (tmp_path / "call.raw").read_bytes() == data
     with AgeReader.open(recording, keyring.unlock("correct horse battery")) as reader:
         assert reader.read() == data
+
+
+def test_a_running_recorder_sees_a_rotation_made_elsewhere(tmp_path: Path) -> None:
+    recorder = Keyring(tmp_path, work_factor=FAST)
+    first = recorder.initialize("pw")
+    assert recorder.recording_fingerprints() == [first.fingerprint]
+    second = Keyring(tmp_path, work_factor=FAST).rotate("pw2")  # another process
+    assert recorder.recording_fingerprints() == [second.fingerprint]

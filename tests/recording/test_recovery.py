@@ -66,12 +66,12 @@ def kill9(child: subprocess.Popen[bytes]) -> None:
 
 @needs_age
 @pytest.mark.interop
-def test_kill_9_mid_stream_then_recover_from_journal(tmp_path: Path) -> None:
+def test_kill_9_mid_stream_then_recover_from_journal(tmp_path: Path, volatile_dir: Path) -> None:
     key = tmp_path / "identity.txt"
     identity = X25519Identity.generate()
     key.write_text(identity.secret_string() + "\n")
     recording = tmp_path / "call.age"
-    journal_dir = tmp_path / "run" / "recording-keys"
+    journal_dir = volatile_dir / "recording-keys"
     child = start_writer(recording, str(identity.recipient()), journal_dir)
     wait_for_size(recording, payload_start(recording) + 6 * ENC_CHUNK_SIZE)
     kill9(child)  # mid-stream: the writer is still writing
@@ -116,7 +116,7 @@ def test_power_loss_recover_with_identity_and_torn_chunk(
         f.write(bytes(ENC_CHUNK_SIZE // 2))
 
     with pytest.raises(RecoveryError, match="journal"):
-        recover(recording, journal=KeyJournal(tmp_path / "empty-journal"))
+        recover(recording, journal=KeyJournal(tmp_path / "journal", require_volatile=False))
     report = recover(recording, identities=[identity])
 
     assert (report.chunks, report.plaintext_size) == (5, 5 * CHUNK_SIZE)
@@ -128,7 +128,7 @@ def test_power_loss_recover_with_identity_and_torn_chunk(
 def test_crash_before_the_first_chunk_gives_an_empty_valid_file(
     tmp_path: Path, identity: X25519Identity
 ) -> None:
-    journal = KeyJournal(tmp_path / "journal")
+    journal = KeyJournal(tmp_path / "journal", require_volatile=False)
     recording = tmp_path / "call.age"
     writer = AgeWriter.create(recording, [identity.recipient()], journal=journal)
     writer.write(b"x" * 1000)  # still in memory
@@ -211,3 +211,24 @@ def test_disk_full_stops_cleanly_and_salvages(tmp_path: Path, identity: X25519Id
     with AgeReader.open(tmp_path / "salvaged.age", [identity]) as reader:
         assert reader.read() == stream(report["plaintext_size"])
     assert report["plaintext_size"] == report["chunks"] * CHUNK_SIZE
+
+
+def test_junk_after_a_final_chunk_is_cut(tmp_path: Path, identity: X25519Identity) -> None:
+    recording = tmp_path / "call.age"
+    with AgeWriter.create(recording, [identity.recipient()]) as writer:
+        writer.write(stream(2 * CHUNK_SIZE))
+    good = recording.read_bytes()
+    with open(recording, "ab") as f:
+        f.write(os.urandom(1000))
+    report = recover(recording, identities=[identity])
+    assert not report.already_final
+    assert (report.chunks, report.discarded_bytes) == (2, 1000)
+    assert recording.read_bytes() == good
+
+
+def test_sync_every_chunk(tmp_path: Path, identity: X25519Identity) -> None:
+    recording = tmp_path / "call.age"
+    with AgeWriter.create(recording, [identity.recipient()], sync_every=1) as writer:
+        writer.write(stream(3 * CHUNK_SIZE + 1))
+    with AgeReader.open(recording, [identity]) as reader:
+        assert reader.read() == stream(3 * CHUNK_SIZE + 1)

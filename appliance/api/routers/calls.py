@@ -34,7 +34,7 @@ def _calls(request: Request) -> CallControl:
 
 
 @router.get("", response_model=list[ActiveCallOut], responses=responses(*AUTH, 503))
-def list_calls(
+async def list_calls(
     request: Request, _: Annotated[Principal, Depends(require(Permission.CALLS_READ))]
 ) -> list[ActiveCallOut]:
     return [

@@ -11,7 +11,7 @@ import secrets
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from appliance.api.config import ConfigService, ExtensionConfig
 from appliance.api.errors import AUTH, Invalid, responses
@@ -60,6 +60,11 @@ class ExtensionPatch(BaseModel):
     call_limit: int | None = Field(None, ge=1, le=1000)
     ring_timeout: int | None = Field(None, ge=1, le=3600)
     record_calls: Literal["none", "inbound", "outbound", "both"] | None = None
+
+    @field_validator("display_name")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        return None if value is None else ExtensionConfig.printable(value)
 
 
 class PasswordIn(BaseModel):
@@ -145,8 +150,9 @@ def update_extension(
     merged = ExtensionConfig.of(current).model_dump() | changes
     try:
         wanted = ExtensionConfig.model_validate(merged).to_extension()
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise Invalid(["body"], str(exc)) from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise Invalid(["body", *first["loc"]], first["msg"]) from None
     updated = box(request).store.directory.update(wanted)
     audit(request, who.login, "extension.updated", number, changes)
     _snapshot(request, who)

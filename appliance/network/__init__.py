@@ -1,0 +1,1 @@
+"""Network configuration of the box: read, plan, apply with pyroute2, try with rollback."""

@@ -1,0 +1,148 @@
+"""Active calls through a real SIP core on loopback, with stack agents as phones: the API
+lists them and hangs them up (BYE when answered, CANCEL while ringing)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from support.agent import Agent, AgentConfig
+from support.api import FAST, PASSWORD, Clock
+from support.sipp import free_port
+
+from appliance.api import BoxContext, create_app
+from appliance.api.accounts import Role
+from appliance.api.calls import ManagerCalls
+from appliance.store import SqliteStore, open_store
+from pbx.service import SipCore
+from pbx.settings import SipSettings
+from pbx.sip.events import Peer
+from pbx.sip.timers import TimerConfig
+from pbx.store import Binding, Disposition, Extension
+
+pytestmark = [pytest.mark.timeout(60)]
+SIP_PASSWORD = "Secret-101"
+TIMERS = TimerConfig(t1=0.05, t2=0.4, t4=0.5)
+
+
+class Rig:
+    def __init__(self, core: SipCore, store: SqliteStore, api: httpx.AsyncClient) -> None:
+        self.core, self.store, self.api = core, store, api
+        self.headers: dict[str, str] = {}
+
+    async def login(self, login: str) -> None:
+        r = await self.api.post("/auth/login", json={"login": login, "password": PASSWORD})
+        self.headers = {"Authorization": f"Bearer {r.json()['token']}"}
+
+    async def phone(self, number: str | None = None, **config: object) -> Agent:
+        ua = Agent(AgentConfig(timers=TIMERS, **config))  # type: ignore[arg-type]
+        port = await ua.start("UDP")
+        if number is not None:
+            now = time.time()
+            self.store.bindings.put(
+                Binding(number, f"<sip:{number}@127.0.0.1:{port}>", now + 3600, "reg", 1,
+                        "UDP", "127.0.0.1", port, now)
+            )  # fmt: skip
+        return ua
+
+    async def calls(self) -> list[dict[str, object]]:
+        r = await self.api.get("/calls", headers=self.headers)
+        assert r.status_code == 200, r.text
+        calls: list[dict[str, object]] = r.json()
+        return calls
+
+    async def wait_for(self, state: str) -> dict[str, object]:
+        for _ in range(200):
+            found = [c for c in await self.calls() if c["state"] == state]
+            if found:
+                return found[0]
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no {state} call")
+
+    async def settle(self) -> None:
+        for _ in range(200):
+            if not self.core.calls.calls and self.store.cdr.search():
+                return
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    store = open_store(tmp_path / "data")
+    settings = SipSettings(
+        port=free_port(), t1=0.05, t2=0.4, rtp_port_min=41000, rtp_port_max=41999
+    )
+    for number in ("101", "102"):
+        store.directory.create(Extension(number=number))
+        store.directory.set_password(number, SIP_PASSWORD, settings.domain)
+    core = SipCore(settings, store, b"k" * 32)
+    await core.start()
+    ctx = BoxContext(store=store, sip=settings, calls=ManagerCalls(core.calls), settings=FAST,
+                     clock=Clock())  # fmt: skip
+    app = create_app(ctx)
+    app.state.accounts.create("super", PASSWORD, Role.SUPERVISOR)
+    app.state.accounts.create("viewer", PASSWORD, Role.VIEWER)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://box") as api:
+        yield Rig(core, store, api)
+    await core.close()
+    store.close()
+
+
+def _dial(rig: Rig, caller: Agent, **options: object) -> asyncio.Task[int]:
+    box = Peer("UDP", "127.0.0.1", rig.core.endpoint.local("UDP")[1])
+    call = caller.call(box, "102", auth_as=("101", SIP_PASSWORD), **options)  # type: ignore[arg-type]
+    return asyncio.ensure_future(call)
+
+
+async def test_hang_up_an_answered_call(rig: Rig) -> None:
+    await rig.login("super")
+    callee = await rig.phone("102")
+    caller = await rig.phone()
+    call = _dial(rig, caller, talk=30)
+    listed = await rig.wait_for("answered")
+    assert (listed["caller"], listed["dialed"], listed["callee"]) == ("101", "102", "102")
+    r = await rig.api.delete(f"/calls/{listed['call_id']}", headers=rig.headers)
+    assert r.status_code == 204
+    await rig.settle()
+    assert await rig.calls() == []
+    assert callee.counts["BYE"] == 1
+    [record] = rig.store.cdr.search()
+    assert record.disposition is Disposition.ANSWERED and record.hangup_side.value == "system"
+    assert record.hangup_cause == "hung up by an administrator"
+    [event] = rig.store.audit.events(action="call.hung_up")
+    assert (event.actor, event.target) == ("super", listed["call_id"])
+    call.cancel()
+    for ua in (caller, callee):
+        await ua.close()
+
+
+async def test_hang_up_a_ringing_call(rig: Rig) -> None:
+    await rig.login("super")
+    callee = await rig.phone("102", ring_seconds=30)
+    caller = await rig.phone()
+    call = _dial(rig, caller)
+    listed = await rig.wait_for("ringing")
+    r = await rig.api.delete(f"/calls/{listed['call_id']}", headers=rig.headers)
+    assert r.status_code == 204
+    assert await asyncio.wait_for(call, 10) == 487
+    await rig.settle()
+    assert callee.counts["CANCEL"] == 1 and callee.counts["answered"] == 0
+    [record] = rig.store.cdr.search()
+    assert record.disposition is Disposition.CANCELLED
+    for ua in (caller, callee):
+        await ua.close()
+
+
+async def test_unknown_call_and_viewer(rig: Rig) -> None:
+    await rig.login("viewer")
+    assert await rig.calls() == []
+    r = await rig.api.delete("/calls/nope", headers=rig.headers)
+    assert r.status_code == 403  # viewers may not hang up
+    await rig.login("super")
+    r = await rig.api.delete("/calls/nope", headers=rig.headers)
+    assert r.status_code == 404

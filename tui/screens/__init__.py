@@ -1,0 +1,1 @@
+"""The console's screens: the first-boot wizard steps and the status console."""
