@@ -7,10 +7,11 @@ import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.api.accounts import (
     MAX_PASSWORD,
+    MIN_PASSWORD,
     Account,
     AccountStore,
     LoginRefused,
@@ -26,7 +27,14 @@ from pbx.store import InvalidValue
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-class LoginIn(BaseModel):
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+LOGIN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class LoginIn(_In):
     login: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=MAX_PASSWORD)
 
@@ -98,9 +106,9 @@ def me(who: Annotated[Principal, Depends(require(Permission.SELF))]) -> MeOut:
     return MeOut(login=who.login, role=who.role, origin=who.origin)
 
 
-class BootstrapIn(BaseModel):
-    login: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=MAX_PASSWORD)
+class BootstrapIn(_In):
+    login: str = Field(pattern=LOGIN_PATTERN, description="letters, digits, '.', '_', '-'")
+    password: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
 
 
 class AccountOut(BaseModel):
