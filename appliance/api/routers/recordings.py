@@ -17,6 +17,7 @@ from appliance.api.recordings import (
     RecordingInfo,
     RecordingLibrary,
     RecordingQuery,
+    RecordingUnavailable,
     parse_range,
 )
 from pbx.store import MAX_PAGE
@@ -114,13 +115,6 @@ def _serve(
             416, str(exc), headers={"Content-Range": f"bytes */{info.size}"}
         ) from None
     start, end = span if span is not None else (0, info.size)
-    audit(
-        request,
-        who.login,
-        action,
-        recording_id,
-        {"call_id": info.call_id, "bytes": f"{start}-{end - 1}" if end > start else "none"},
-    )
     headers = {
         "Accept-Ranges": "bytes",
         "Content-Length": str(end - start),
@@ -130,7 +124,18 @@ def _serve(
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
     if action == "recording.exported":
         headers["Content-Disposition"] = f'attachment; filename="{recording_id}.wav"'
-    body = _library(request).open_range(recording_id, start, end) if end > start else iter(())
+    try:
+        body = _library(request).open_range(recording_id, start, end) if end > start else iter(())
+    except RecordingUnavailable as exc:
+        raise HTTPException(exc.status, exc.detail) from None
+    # Audited once the recording is open: what the caller is about to receive.
+    audit(
+        request,
+        who.login,
+        action,
+        recording_id,
+        {"call_id": info.call_id, "bytes": f"{start}-{end - 1}" if end > start else "none"},
+    )
     return StreamingResponse(
         body,
         status_code=206 if span is not None else 200,
