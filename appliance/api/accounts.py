@@ -41,6 +41,7 @@ __all__ = [
 
 LOGIN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 MIN_PASSWORD = 10
+MAX_TRACKED = 10000  # logins and addresses the throttle remembers
 MAX_PASSWORD = 256
 
 
@@ -289,7 +290,7 @@ class LoginThrottle:
                     "too many login attempts from this address", (1 - b.tokens) / self._s.login_rate
                 )
             b.tokens -= 1
-            if len(self._buckets) > 10000:  # forget full buckets: they restrict nothing
+            if len(self._buckets) > MAX_TRACKED:  # forget full buckets: they restrict nothing
                 full = [a for a, x in self._buckets.items() if x.tokens >= self._s.login_burst]
                 for a in full:
                     del self._buckets[a]
@@ -297,6 +298,11 @@ class LoginThrottle:
     def failed(self, login: str) -> bool:
         """Count a failure; True if the account is now locked."""
         with self._lock:
+            if len(self._failures) > MAX_TRACKED and login not in self._failures:
+                # Guessed logins must not grow memory without end: forget unlocked ones.
+                now = self._clock()
+                for name in [n for n, f in self._failures.items() if f.locked_until <= now]:
+                    del self._failures[name]
             f = self._failures.setdefault(login, _Failures())
             f.count += 1
             if f.count >= self._s.lockout_after:

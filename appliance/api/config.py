@@ -28,6 +28,7 @@ from pydantic.config import JsonDict
 
 from appliance.api.context import BoxContext, ConfigApplier
 from appliance.api.errors import FieldError
+from appliance.store.database import Database
 from pbx.audit import Origin
 from pbx.settings import SipSettings
 from pbx.store import Extension, RecordPolicy
@@ -41,6 +42,7 @@ __all__ = [
     "ConfigStatus",
     "ExtensionConfig",
     "SipConfig",
+    "desired_sip_settings",
 ]
 
 log = logging.getLogger(__name__)
@@ -527,6 +529,15 @@ class ConfigService:
                 origin,
             ),
         )
+
+
+def desired_sip_settings(metadata: Database, base: SipSettings) -> SipSettings:
+    """The SIP settings the box should start with: ``base`` (from the command line) with the
+    latest applied document's SIP section over it, if a document was ever applied."""
+    row = metadata.one("SELECT document FROM config_documents ORDER BY version DESC LIMIT 1")
+    if row is None:
+        return base
+    return SipConfig.model_validate(json.loads(row[0])["sip"]).to_settings(base)
 
 
 def _directory_changed(box: BoxContext) -> None:

@@ -11,7 +11,8 @@ import pytest
 from support.api import Box, make_box
 
 from appliance.api.accounts import Role
-from appliance.api.config import BoxConfig
+from appliance.api.config import BoxConfig, desired_sip_settings
+from pbx.settings import SipSettings
 from pbx.store import Extension
 
 
@@ -256,3 +257,15 @@ def test_viewer_cannot_put_and_cloud_admin_can(cbox: Box) -> None:
     assert r.status_code == 200
     assert r.json()["origin"] == "cloud"
     assert cbox.audit("config.applied")[-1].origin == "cloud"
+
+
+def test_the_sip_core_starts_with_the_applied_sip_section(cbox: Box) -> None:
+    base = SipSettings(host="127.0.0.1", port=5070)
+    assert desired_sip_settings(cbox.store.metadata, base) == base
+    h = cbox.login("admin")
+    doc = _doc(cbox, h)
+    doc["sip"].update(port=5080, digest_algorithms=["SHA-256", "MD5"], max_calls=20)
+    assert cbox.lan.put("/config", headers=h, json=doc).status_code == 200
+    started = desired_sip_settings(cbox.store.metadata, base)
+    assert (started.host, started.port, started.max_calls) == ("127.0.0.1", 5080, 20)
+    assert started.digest_algorithms == ("SHA-256", "MD5")
