@@ -59,6 +59,7 @@ class Permission(enum.Enum):
     RECORDINGS_PLAY = "recordings.play"  # stream and download
     RECORDINGS_DELETE = "recordings.delete"
     AUDIT_READ = "audit.read"
+    OWN_PASSWORD = "own.password"  # change one's own login password (a credential: LAN only)
     CONFIG_READ = "config.read"
     CONFIG_WRITE = "config.write"
     SYNC_READ = "sync.read"
@@ -81,6 +82,7 @@ MINIMUM_ROLE: dict[Permission, Role] = {
     Permission.RECORDINGS_PLAY: Role.SUPERVISOR,
     Permission.RECORDINGS_DELETE: Role.ADMIN,
     Permission.AUDIT_READ: Role.VIEWER,
+    Permission.OWN_PASSWORD: Role.VIEWER,
     Permission.CONFIG_READ: Role.VIEWER,
     Permission.CONFIG_WRITE: Role.ADMIN,
     Permission.SYNC_READ: Role.VIEWER,
@@ -92,6 +94,7 @@ MINIMUM_ROLE: dict[Permission, Role] = {
 LAN_ONLY = frozenset(
     {
         Permission.SECRETS_READ,
+        Permission.OWN_PASSWORD,
         Permission.RECORDINGS_LIST,
         Permission.RECORDINGS_PLAY,
         Permission.RECORDINGS_DELETE,

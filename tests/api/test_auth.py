@@ -182,3 +182,21 @@ def test_disabled_account_cannot_log_in(box: Box) -> None:
 def test_only_admins_manage_accounts(box: Box) -> None:
     for who in ("super", "viewer"):
         assert box.lan.get("/accounts", headers=box.login(who)).status_code == 403
+
+
+def test_change_own_password(box: Box) -> None:
+    h = box.login("viewer")
+    wrong = {"current_password": "not it", "new_password": "a brand new one"}
+    assert box.lan.post("/auth/password", headers=h, json=wrong).status_code == 403
+    body = {"current_password": PASSWORD, "new_password": "a brand new one"}
+    r = box.lan.post("/auth/password", headers=h, json={**body, "new_password": "short"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "new_password"]
+    assert box.lan.post("/auth/password", headers=h, json=body).status_code == 204
+    assert box.lan.get("/auth/me", headers=h).status_code == 401  # sessions ended
+    r = box.lan.post("/auth/login", json={"login": "viewer", "password": "a brand new one"})
+    assert r.is_success
+    # Not over the cloud link: a credential of the box.
+    ch = box.login("admin", box.cloud)
+    body = {"current_password": PASSWORD, "new_password": "from the cloud"}
+    assert box.cloud.post("/auth/password", headers=ch, json=body).status_code == 403
+    assert box.audit("policy.denied")[-1].target == "POST /auth/password"

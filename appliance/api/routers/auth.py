@@ -106,6 +106,38 @@ def me(who: Annotated[Principal, Depends(require(Permission.SELF))]) -> MeOut:
     return MeOut(login=who.login, role=who.role, origin=who.origin)
 
 
+class PasswordChangeIn(_In):
+    current_password: str = Field(min_length=1, max_length=MAX_PASSWORD)
+    new_password: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
+
+
+@router.post(
+    "/password",
+    status_code=204,
+    responses=responses(*AUTH, 422, 429),
+    summary="Change one's own password (LAN only); every session of the account ends",
+)
+def change_password(
+    request: Request,
+    body: PasswordChangeIn,
+    who: Annotated[Principal, Depends(require(Permission.OWN_PASSWORD))],
+) -> None:
+    accounts = _accounts(request)
+    throttle: LoginThrottle = request.app.state.throttle
+    try:
+        throttle.before(who.login, source_address(request))
+    except LoginRefused as exc:
+        wait = math.ceil(exc.retry_after or 1)
+        raise HTTPException(429, exc.reason, headers={"Retry-After": str(wait)}) from None
+    if accounts.verify_password(who.login, body.current_password) is None:
+        throttle.failed(who.login)
+        audit(request, who.login, "account.password_change_failed", who.login)
+        raise HTTPException(403, "the current password is wrong")
+    throttle.succeeded(who.login)
+    accounts.set_password(who.login, body.new_password)
+    audit(request, who.login, "account.password_changed", who.login)
+
+
 class BootstrapIn(_In):
     login: str = Field(pattern=LOGIN_PATTERN, description="letters, digits, '.', '_', '-'")
     password: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
