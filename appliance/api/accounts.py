@@ -153,6 +153,22 @@ class AccountStore:
             raise AlreadyExists(login) from exc
         return Account(login, role, True, now, now)
 
+    def create_first(self, login: str, password: str) -> Account | None:
+        """Create an admin account only if no account exists (checked and inserted in one
+        transaction, so two first-boot requests cannot both win); None if one exists."""
+        check_login_name(login)
+        check_password(password)
+        hashed = self._hasher.hash(password)
+        now = self._clock()
+        with self._db.transaction() as conn:
+            inserted = conn.execute(
+                "INSERT INTO api_accounts (login, role, password_hash, enabled, created_at,"
+                " updated_at) SELECT ?, 'admin', ?, 1, ?, ?"
+                " WHERE NOT EXISTS (SELECT 1 FROM api_accounts)",
+                (login, hashed, now, now),
+            ).rowcount
+        return Account(login, Role.ADMIN, True, now, now) if inserted else None
+
     def update(
         self, login: str, *, role: Role | None = None, enabled: bool | None = None
     ) -> Account:

@@ -4,6 +4,7 @@ the first admin, and the accounts endpoints."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 from support.api import LOCAL_PEER, PASSWORD, Box, TestClient, make_box
@@ -200,3 +201,23 @@ def test_change_own_password(box: Box) -> None:
     body = {"current_password": PASSWORD, "new_password": "from the cloud"}
     assert box.cloud.post("/auth/password", headers=ch, json=body).status_code == 403
     assert box.audit("policy.denied")[-1].target == "POST /auth/password"
+
+
+def test_first_admin_is_created_once_even_when_raced(tmp_path: Path) -> None:
+    box = make_box(tmp_path)
+    results: list[object] = []
+    threads = [
+        threading.Thread(
+            target=lambda n=n: results.append(
+                box.accounts.create_first(f"first{n}", "a long password")
+            )
+        )
+        for n in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r is not None for r in results) == 1
+    assert box.accounts.count() == 1
+    box.store.close()

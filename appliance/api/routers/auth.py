@@ -185,7 +185,9 @@ def bootstrap(request: Request, body: BootstrapIn) -> AccountOut:
         raise HTTPException(409, "accounts exist already; log in as an admin instead")
     name = body.login.lower()
     checked_account_fields(name, body.password)
-    account = accounts.create(name, body.password, Role.ADMIN)
+    account = accounts.create_first(name, body.password)
+    if account is None:
+        raise HTTPException(409, "accounts exist already; log in as an admin instead")
     audit(request, account.login, "account.created", account.login, {"role": "admin"})
     return AccountOut.of(account)
 

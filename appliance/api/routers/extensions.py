@@ -144,6 +144,8 @@ def update_extension(
 ) -> ExtensionOut:
     current = _existing(request, number)
     changes = body.model_dump(exclude_none=True)
+    if not changes:
+        return _out(request, current)
     merged = ExtensionConfig.of(current).model_dump() | changes
     try:
         wanted = ExtensionConfig.model_validate(merged).to_extension()
