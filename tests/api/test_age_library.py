@@ -14,7 +14,9 @@ from support.api import Box, make_box
 from appliance.api.accounts import Role
 from appliance.api.age_library import AgeFolderLibrary, plaintext_size
 from appliance.api.recordings import RecordingQuery
+from appliance.api.vault import IdentityVault
 from pbx.recording.age import CHUNK_SIZE, X25519Identity, encrypt_bytes, read_header
+from pbx.recording.keys import Keyring
 from pbx.store import CallRecord, Direction, Disposition, HangupSide
 
 AUDIO = bytes((i * 7) % 256 for i in range(3 * CHUNK_SIZE + 1234))  # four age chunks
@@ -142,3 +144,67 @@ def test_odd_ids_and_missing_folder(tmp_path: Path) -> None:
     assert lib.list(RecordingQuery(), 10, 0).total == 0
     assert lib.get("../etc") is None and lib.get("*") is None and not lib.delete("*")
     box.store.close()
+
+
+# ---------------------------------------------------------------- unlocking for playback
+
+
+@pytest.fixture
+def kbox(tmp_path: Path) -> Box:
+    """A box with a real keyring: the site identity passphrase-protected on disk."""
+    keyring = Keyring(tmp_path / "keys", work_factor=10)
+    keyring.initialize("the site passphrase")
+    box = make_box(tmp_path, recordings=None)
+    vault = IdentityVault(keyring.unlock, ttl=600, clock=box.clock)
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    (folder / "rec-k.wav.age").write_bytes(encrypt_bytes(AUDIO, keyring.recording_recipients()))
+    box.ctx.recordings = AgeFolderLibrary(folder, box.store.metadata, vault.identities)
+    box.ctx.vault = vault
+    box.account("super", Role.SUPERVISOR)
+    box.account("admin", Role.ADMIN)
+    return box
+
+
+def test_unlock_play_and_lock_again(kbox: Box) -> None:
+    h = kbox.login("super")
+    assert kbox.lan.get("/recordings/unlock", headers=h).json() == {
+        "unlocked": False,
+        "unlocked_until": None,
+    }
+    assert kbox.lan.get("/recordings/rec-k/audio", headers=h).status_code == 503
+    r = kbox.lan.post("/recordings/unlock", headers=h, json={"passphrase": "wrong"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "passphrase"]
+    r = kbox.lan.post("/recordings/unlock", headers=h, json={"passphrase": "the site passphrase"})
+    assert r.status_code == 200 and r.json()["unlocked_until"] == kbox.clock.now + 600
+    assert kbox.lan.get("/recordings/rec-k/audio", headers=h).content == AUDIO
+    kbox.clock.now += 601  # the unlock lapses by itself
+    assert kbox.lan.get("/recordings/rec-k/audio", headers=h).status_code == 503
+    kbox.lan.post("/recordings/unlock", headers=h, json={"passphrase": "the site passphrase"})
+    assert kbox.lan.delete("/recordings/unlock", headers=h).status_code == 204
+    assert kbox.lan.get("/recordings/rec-k/audio", headers=h).status_code == 503
+    actions = [e.action for e in kbox.store.audit.events(action="recordings.", limit=100)]
+    assert actions == [
+        "recordings.unlock_failed",
+        "recordings.unlocked",
+        "recordings.unlocked",
+        "recordings.locked",
+    ]
+
+
+def test_unlock_guesses_are_limited(kbox: Box) -> None:
+    h = kbox.login("super")
+    for _ in range(5):
+        r = kbox.lan.post("/recordings/unlock", headers=h, json={"passphrase": "guess"})
+        assert r.status_code == 422
+    r = kbox.lan.post("/recordings/unlock", headers=h, json={"passphrase": "the site passphrase"})
+    assert r.status_code == 429
+
+
+def test_unlock_is_lan_only(kbox: Box) -> None:
+    h = kbox.login("admin", kbox.cloud)
+    body = {"passphrase": "the site passphrase"}
+    assert kbox.cloud.post("/recordings/unlock", headers=h, json=body).status_code == 403
+    assert kbox.cloud.get("/recordings/unlock", headers=h).status_code == 403
+    assert kbox.ctx.vault.unlocked_until() is None  # type: ignore[union-attr]
+    assert kbox.audit("policy.denied")[-1].target == "GET /recordings/unlock"

@@ -17,6 +17,8 @@ from support.api import Box, make_box
 
 from appliance.api.accounts import Role
 from appliance.api.context import ActiveCallView
+from appliance.api.vault import IdentityVault
+from pbx.recording.keys import Keyring
 from pbx.store import Extension
 
 pytestmark = pytest.mark.timeout(300)
@@ -45,9 +47,11 @@ class IdleSync:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
     # Every part runs, so a 503 would be a real failure.
-    box = make_box(
-        Path(tmp_path_factory.mktemp("schemathesis")), calls=IdleCalls(), sync=IdleSync()
-    )
+    where = Path(tmp_path_factory.mktemp("schemathesis"))
+    keyring = Keyring(where / "keys", work_factor=10)
+    keyring.initialize("the site passphrase")
+    box = make_box(where, calls=IdleCalls(), sync=IdleSync())
+    box.ctx.vault = IdentityVault(keyring.unlock, clock=box.clock)
     box.account("admin", Role.ADMIN)
     box.store.directory.create(Extension("101"))
     box.recordings.add("rec-1", b"RIFF" + bytes(4000), call_id="c1", started_at=1.0)

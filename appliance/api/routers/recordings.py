@@ -4,12 +4,14 @@ event, and so is every refused attempt."""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from appliance.api.accounts import LoginRefused, LoginThrottle
 from appliance.api.errors import AUTH, Invalid, responses
 from appliance.api.policy import Permission, Principal, audit, box, require
 from appliance.api.recordings import (
@@ -20,7 +22,11 @@ from appliance.api.recordings import (
     RecordingUnavailable,
     parse_range,
 )
+from appliance.api.routers.auth import source_address
+from appliance.api.vault import IdentityVault, VaultRefused
 from pbx.store import MAX_PAGE
+
+VAULT = "vault:site-identity"  # the throttle's account name for passphrase attempts
 
 router = APIRouter(prefix="/recordings", tags=["recordings"])
 
@@ -90,6 +96,63 @@ def list_recordings(  # noqa: PLR0917 (query parameters)
     return RecordingPageOut(
         items=[RecordingOut.of(r) for r in page.items], total=page.total, limit=limit, offset=offset
     )
+
+
+class UnlockIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    passphrase: str = Field(min_length=1, max_length=1024)
+
+
+class VaultOut(BaseModel):
+    unlocked: bool
+    unlocked_until: float | None = Field(description="when the identities are dropped again")
+
+
+def _vault(request: Request) -> IdentityVault:
+    vault = box(request).vault
+    if vault is None:
+        raise HTTPException(503, "this box has no site keyring to unlock")
+    return vault
+
+
+@router.get("/unlock", response_model=VaultOut, responses=responses(*AUTH, 503))
+def vault_status(request: Request, _: Player) -> VaultOut:
+    """Whether recordings can be played now (the site identity is unlocked)."""
+    until = _vault(request).unlocked_until()
+    return VaultOut(unlocked=until is not None, unlocked_until=until)
+
+
+@router.post(
+    "/unlock",
+    response_model=VaultOut,
+    responses=responses(*AUTH, 422, 429, 503),
+    summary="Unlock the site identity for playback, for a limited time (LAN only)",
+)
+def unlock(request: Request, body: UnlockIn, who: Player) -> VaultOut:
+    vault = _vault(request)
+    throttle: LoginThrottle = request.app.state.throttle
+    try:  # passphrase guesses are limited like logins
+        throttle.before(VAULT, source_address(request))
+    except LoginRefused as exc:
+        wait = math.ceil(exc.retry_after or 1)
+        raise HTTPException(429, exc.reason, headers={"Retry-After": str(wait)}) from None
+    try:
+        until = vault.unlock(body.passphrase)
+    except VaultRefused:
+        throttle.failed(VAULT)
+        audit(request, who.login, "recordings.unlock_failed", "site-identity")
+        raise Invalid(["body", "passphrase"], "the passphrase opens no site identity") from None
+    throttle.succeeded(VAULT)
+    audit(request, who.login, "recordings.unlocked", "site-identity", {"until": until})
+    return VaultOut(unlocked=True, unlocked_until=until)
+
+
+@router.delete("/unlock", status_code=204, responses=responses(*AUTH, 503))
+def lock(request: Request, who: Player) -> None:
+    """Drop the unlocked identities now."""
+    _vault(request).lock()
+    audit(request, who.login, "recordings.locked", "site-identity")
 
 
 @router.get("/{recording_id}", response_model=RecordingOut, responses=responses(*AUTH, 404, 503))
