@@ -294,6 +294,7 @@ def run_box(options: RunOptions) -> int:
 
 
 async def _core_main(options: RunOptions) -> int:
+    from appliance.api.config import desired_sip_settings  # noqa: PLC0415
     from appliance.service.corectl import CoreControlServer  # noqa: PLC0415
     from appliance.store import open_store  # noqa: PLC0415
     from pbx.runtime import tune_gc  # noqa: PLC0415
@@ -302,10 +303,13 @@ async def _core_main(options: RunOptions) -> int:
 
     notifier = Notifier.from_env()
     data = options.data_dir
-    settings = SipSettings(
-        host=options.sip_host, port=options.sip_port, media_host=options.sip_host
-    )
     store = open_store(data, write_behind=True)
+    # The command line says where to listen; the last applied configuration document (if
+    # any) sets the rest of the SIP section: its changes take effect at this start.
+    settings = desired_sip_settings(
+        store.metadata,
+        SipSettings(host=options.sip_host, port=options.sip_port, media_host=options.sip_host),
+    )
     core = SipCore(settings, store, secret_file(data / "nonce.key", secrets.token_bytes(32)))
     control = CoreControlServer(core.calls, Path(options.runtime_dir) / "core.sock")
     try:
@@ -329,6 +333,7 @@ async def _core_main(options: RunOptions) -> int:
 
 
 async def _manager_main(options: RunOptions) -> int:
+    from appliance.api.config import desired_sip_settings  # noqa: PLC0415
     from appliance.link import LinkClient, LinkSettings, SqliteCredentials  # noqa: PLC0415
     from appliance.link.cabinet import Cabinet  # noqa: PLC0415
     from appliance.service.api import build_api  # noqa: PLC0415
@@ -345,7 +350,9 @@ async def _manager_main(options: RunOptions) -> int:
     reported: dict[str, str] = {}
     try:
         host = options.sip_host
-        sip = SipSettings(host=host, port=options.sip_port, media_host=host)
+        sip = desired_sip_settings(
+            store.metadata, SipSettings(host=host, port=options.sip_port, media_host=host)
+        )
         built = build_api(store, data, sip, calls)
         for value in built.secrets:
             register_secret(value)

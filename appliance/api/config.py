@@ -68,7 +68,7 @@ class SipConfig(_Strict):
         pattern=DOMAIN,
         description="SIP domain, also the digest realm",
     )
-    port: int = Field(5060, ge=1, le=65535)
+    port: int = Field(5060, ge=0, le=65535, description="0: any free port")
     transports: list[Literal["UDP", "TCP"]] = Field(
         ["UDP", "TCP"], min_length=1, max_length=2, json_schema_extra=_UNIQUE
     )
@@ -100,7 +100,7 @@ class SipConfig(_Strict):
     def from_settings(cls, s: SipSettings) -> SipConfig:
         return cls(
             domain=s.domain,
-            port=s.port or 5060,
+            port=s.port,
             transports=list(s.transports),
             digest_algorithms=list(s.digest_algorithms),
             rtp_port_min=s.rtp_port_min,
