@@ -318,6 +318,7 @@ def run_box(options: RunOptions) -> int:
 
 
 async def _core_main(options: RunOptions) -> int:
+    from appliance.api.config import desired_sip_settings  # noqa: PLC0415
     from appliance.service.corectl import CoreControlServer  # noqa: PLC0415
     from appliance.store import open_store  # noqa: PLC0415
     from pbx.runtime import tune_gc  # noqa: PLC0415
@@ -325,8 +326,10 @@ async def _core_main(options: RunOptions) -> int:
 
     notifier = Notifier.from_env()
     data = options.data_dir
-    settings = options.sip_settings()
     store = open_store(data, write_behind=True)
+    # The command line says where to listen; the last applied configuration document (if
+    # any) sets the rest of the SIP section: its changes take effect at this start.
+    settings = desired_sip_settings(store.metadata, options.sip_settings())
     core = SipCore(settings, store, secret_file(data / "nonce.key", secrets.token_bytes(32)))
     control = CoreControlServer(core.calls, Path(options.runtime_dir) / "core.sock", store)
     try:
@@ -350,6 +353,7 @@ async def _core_main(options: RunOptions) -> int:
 
 
 async def _manager_main(options: RunOptions) -> int:
+    from appliance.api.config import desired_sip_settings  # noqa: PLC0415
     from appliance.link.cabinet import Cabinet  # noqa: PLC0415
     from appliance.link.client import LinkClient, LinkSettings  # noqa: PLC0415
     from appliance.link.credentials import SqliteCredentials  # noqa: PLC0415
@@ -367,7 +371,8 @@ async def _manager_main(options: RunOptions) -> int:
     parts: list[Part] = [calls]
     reported: dict[str, str] = {}
     try:
-        built = build_api(store, data, options.sip_settings(), calls)
+        sip = desired_sip_settings(store.metadata, options.sip_settings())
+        built = build_api(store, data, sip, calls)
         for value in built.secrets:
             register_secret(value)
         api = ApiPart(built.app, options.api_host, options.api_port)

@@ -41,6 +41,7 @@ __all__ = [
 
 LOGIN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 MIN_PASSWORD = 10
+MAX_TRACKED = 10000  # logins and addresses the throttle remembers
 MAX_PASSWORD = 256
 
 
@@ -151,6 +152,22 @@ class AccountStore:
         except sqlite3.IntegrityError as exc:
             raise AlreadyExists(login) from exc
         return Account(login, role, True, now, now)
+
+    def create_first(self, login: str, password: str) -> Account | None:
+        """Create an admin account only if no account exists (checked and inserted in one
+        transaction, so two first-boot requests cannot both win); None if one exists."""
+        check_login_name(login)
+        check_password(password)
+        hashed = self._hasher.hash(password)
+        now = self._clock()
+        with self._db.transaction() as conn:
+            inserted = conn.execute(
+                "INSERT INTO api_accounts (login, role, password_hash, enabled, created_at,"
+                " updated_at) SELECT ?, 'admin', ?, 1, ?, ?"
+                " WHERE NOT EXISTS (SELECT 1 FROM api_accounts)",
+                (login, hashed, now, now),
+            ).rowcount
+        return Account(login, Role.ADMIN, True, now, now) if inserted else None
 
     def update(
         self, login: str, *, role: Role | None = None, enabled: bool | None = None
@@ -289,7 +306,7 @@ class LoginThrottle:
                     "too many login attempts from this address", (1 - b.tokens) / self._s.login_rate
                 )
             b.tokens -= 1
-            if len(self._buckets) > 10000:  # forget full buckets: they restrict nothing
+            if len(self._buckets) > MAX_TRACKED:  # forget full buckets: they restrict nothing
                 full = [a for a, x in self._buckets.items() if x.tokens >= self._s.login_burst]
                 for a in full:
                     del self._buckets[a]
@@ -297,6 +314,11 @@ class LoginThrottle:
     def failed(self, login: str) -> bool:
         """Count a failure; True if the account is now locked."""
         with self._lock:
+            if len(self._failures) > MAX_TRACKED and login not in self._failures:
+                # Guessed logins must not grow memory without end: forget unlocked ones.
+                now = self._clock()
+                for name in [n for n, f in self._failures.items() if f.locked_until <= now]:
+                    del self._failures[name]
             f = self._failures.setdefault(login, _Failures())
             f.count += 1
             if f.count >= self._s.lockout_after:

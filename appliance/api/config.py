@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict
 
 from appliance.api.context import BoxContext, ConfigApplier
 from appliance.api.errors import FieldError
+from appliance.store.database import Database
 from pbx.audit import Origin
 from pbx.settings import SipSettings
 from pbx.store import Extension, RecordPolicy
@@ -41,14 +42,16 @@ __all__ = [
     "ConfigStatus",
     "ExtensionConfig",
     "SipConfig",
+    "desired_sip_settings",
 ]
 
 log = logging.getLogger(__name__)
 
-_DOMAIN = re.compile(
-    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+DOMAIN = (
+    r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UNIQUE: JsonDict = {"uniqueItems": True}
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no control characters (they would break SIP headers)
 MAX_EXTENSIONS = 10000
 
 
@@ -59,10 +62,23 @@ class _Strict(BaseModel):
 class SipConfig(_Strict):
     """The SIP core's settings (applied when the SIP core starts)."""
 
-    domain: str = Field("edgepbx.local", description="SIP domain, also the digest realm")
-    port: int = Field(5060, ge=1, le=65535)
-    transports: list[Literal["UDP", "TCP"]] = Field(["UDP", "TCP"], min_length=1, max_length=2)
-    digest_algorithms: list[Literal["MD5", "SHA-256"]] = Field(["MD5"], min_length=1, max_length=2)
+    domain: str = Field(
+        "edgepbx.local",
+        max_length=253,
+        pattern=DOMAIN,
+        description="SIP domain, also the digest realm",
+    )
+    port: int = Field(5060, ge=0, le=65535, description="0: any free port")
+    transports: list[Literal["UDP", "TCP"]] = Field(
+        ["UDP", "TCP"], min_length=1, max_length=2, json_schema_extra=_UNIQUE
+    )
+    digest_algorithms: list[Literal["MD5", "SHA-256"]] = Field(
+        ["MD5"],
+        min_length=1,
+        max_length=2,
+        json_schema_extra=_UNIQUE,
+        description="challenges offered, in this order",
+    )
     rtp_port_min: int = Field(20000, ge=1024, le=65534)
     rtp_port_max: int = Field(20999, ge=1025, le=65535)
     max_calls: int = Field(1000, ge=1, le=100000)
@@ -71,8 +87,6 @@ class SipConfig(_Strict):
     @field_validator("domain")
     @classmethod
     def _domain(cls, value: str) -> str:
-        if not _DOMAIN.fullmatch(value):
-            raise ValueError("must be a host name such as pbx.example.com")
         return value.lower()
 
     @field_validator("transports", "digest_algorithms")
@@ -86,7 +100,7 @@ class SipConfig(_Strict):
     def from_settings(cls, s: SipSettings) -> SipConfig:
         return cls(
             domain=s.domain,
-            port=s.port or 5060,
+            port=s.port,
             transports=list(s.transports),
             digest_algorithms=list(s.digest_algorithms),
             rtp_port_min=s.rtp_port_min,
@@ -115,18 +129,11 @@ class ExtensionConfig(_Strict):
     """An extension's settings (no password: see ``POST /extensions/{number}/password``)."""
 
     number: str = Field(pattern=r"^[0-9]{1,16}$", description="1-16 digits")
-    display_name: str = Field("", max_length=64)
+    display_name: str = Field("", max_length=64, pattern=PRINTABLE)
     enabled: bool = True
     call_limit: int = Field(2, ge=1, le=1000)
     ring_timeout: int = Field(30, ge=1, le=3600, description="seconds")
     record_calls: Literal["none", "inbound", "outbound", "both"] = "none"
-
-    @field_validator("display_name")
-    @classmethod
-    def printable(cls, value: str) -> str:
-        if _CONTROL.search(value):
-            raise ValueError("must not contain control characters")
-        return value
 
     @classmethod
     def of(cls, e: Extension) -> ExtensionConfig:
@@ -522,6 +529,15 @@ class ConfigService:
                 origin,
             ),
         )
+
+
+def desired_sip_settings(metadata: Database, base: SipSettings) -> SipSettings:
+    """The SIP settings the box should start with: ``base`` (from the command line) with the
+    latest applied document's SIP section over it, if a document was ever applied."""
+    row = metadata.one("SELECT document FROM config_documents ORDER BY version DESC LIMIT 1")
+    if row is None:
+        return base
+    return SipConfig.model_validate(json.loads(row[0])["sip"]).to_settings(base)
 
 
 def _directory_changed(box: BoxContext) -> None:

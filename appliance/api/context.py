@@ -21,6 +21,7 @@ from pbx.store import Clock
 if TYPE_CHECKING:
     from appliance.api.config import BoxConfig
     from appliance.api.recordings import RecordingLibrary
+    from appliance.api.vault import IdentityVault
     from appliance.store import SqliteStore
 
 __all__ = [
@@ -132,6 +133,8 @@ class BoxContext:
     sip: SipSettings = field(default_factory=SipSettings)
     calls: CallControl | None = None
     recordings: RecordingLibrary | None = None
+    # Site identities unlocked for playback (POST /recordings/unlock); None: no keyring here.
+    vault: IdentityVault | None = None
     sync: SyncSource | None = None
     alarm_sources: Sequence[AlarmSource] = ()
     config_appliers: Sequence[ConfigApplier] = ()

@@ -7,7 +7,8 @@ Every route names the :class:`Permission` it needs with ``Depends(require(...))`
   link; absent means the LAN listener). Anything but "lan"/"console" counts as the cloud, so
   an unexpected value fails closed;
 * requests from the cloud never get a LAN-only permission (recordings, secrets, keys, admin
-  credentials), whatever their credentials: 403, checked before the token is even looked at;
+  credentials), whatever their credentials: 403, decided from the origin alone (the token is
+  read only to name the actor in the audit event);
 * every other request needs a live token whose role ranks at least the permission's.
 
 Refusals of LAN-only permissions, and every refusal of an authenticated caller, are audit
@@ -59,6 +60,7 @@ class Permission(enum.Enum):
     RECORDINGS_PLAY = "recordings.play"  # stream and download
     RECORDINGS_DELETE = "recordings.delete"
     AUDIT_READ = "audit.read"
+    OWN_PASSWORD = "own.password"  # change one's own login password (a credential: LAN only)
     CONFIG_READ = "config.read"
     CONFIG_WRITE = "config.write"
     SYNC_READ = "sync.read"
@@ -81,6 +83,7 @@ MINIMUM_ROLE: dict[Permission, Role] = {
     Permission.RECORDINGS_PLAY: Role.SUPERVISOR,
     Permission.RECORDINGS_DELETE: Role.ADMIN,
     Permission.AUDIT_READ: Role.VIEWER,
+    Permission.OWN_PASSWORD: Role.VIEWER,
     Permission.CONFIG_READ: Role.VIEWER,
     Permission.CONFIG_WRITE: Role.ADMIN,
     Permission.SYNC_READ: Role.VIEWER,
@@ -92,6 +95,7 @@ MINIMUM_ROLE: dict[Permission, Role] = {
 LAN_ONLY = frozenset(
     {
         Permission.SECRETS_READ,
+        Permission.OWN_PASSWORD,
         Permission.RECORDINGS_LIST,
         Permission.RECORDINGS_PLAY,
         Permission.RECORDINGS_DELETE,
@@ -178,7 +182,7 @@ def enforce(request: Request, token: str | None, permission: Permission) -> Prin
             "policy.denied",
             actor=actor,
             origin=origin,
-            target=f"{request.method} {request.url.path}",
+            target=f"{request.method} {request.url.path}"[:200],
             detail={"permission": permission.value, "reason": decision.value},
         )
     if decision is Decision.UNAUTHENTICATED:

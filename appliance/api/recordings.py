@@ -23,6 +23,7 @@ __all__ = [
     "RecordingLibrary",
     "RecordingPage",
     "RecordingQuery",
+    "RecordingUnavailable",
     "parse_range",
 ]
 
@@ -115,6 +116,15 @@ class MemoryRecordingLibrary:
     def delete(self, recording_id: str) -> bool:
         with self._lock:
             return self._items.pop(recording_id, None) is not None
+
+
+class RecordingUnavailable(Exception):
+    """The recording exists but cannot be served now (e.g. the site identity is locked, or
+    the file fails authentication). ``status`` is the HTTP answer."""
+
+    def __init__(self, detail: str, status: int = 503) -> None:
+        super().__init__(detail)
+        self.detail, self.status = detail, status
 
 
 class RangeError(ValueError):

@@ -15,8 +15,12 @@ from fastapi import FastAPI
 
 from appliance.api import BoxContext, CallControl, SyncSource, create_app
 from appliance.api.accounts import AccountStore, Role
+from appliance.api.age_library import AgeFolderLibrary
+from appliance.api.vault import IdentityVault
 from appliance.service.link_routes import install_link_routes
 from appliance.store import SqliteStore
+from pbx.recording.age import X25519Identity
+from pbx.recording.keys import Keyring
 from pbx.settings import SipSettings
 
 __all__ = ["DEMO_ADMIN", "BuiltApi", "build_api"]
@@ -68,13 +72,32 @@ def _sync_source(data: Path) -> SyncSource | None:
         return None
 
 
+def _recordings(store: SqliteStore, data: Path) -> tuple[AgeFolderLibrary, IdentityVault]:
+    """Recordings as the recorder lays them out (``recordings/**/<id>.wav.age``), played with
+    the site identity from the keyring (``keys/``) once a supervisor unlocked it."""
+
+    def unlock(passphrase: str) -> list[X25519Identity]:
+        return Keyring(data / "keys").unlock(passphrase)  # read at each unlock: setup may add it
+
+    vault = IdentityVault(unlock, clock=time.time)
+    return AgeFolderLibrary(data / "recordings", store.metadata, vault.identities), vault
+
+
 def build_api(
     store: SqliteStore,
     data: Path,
     sip: SipSettings,
     calls: CallControl | None,
 ) -> BuiltApi:
-    context = BoxContext(store=store, sip=sip, calls=calls, sync=_sync_source(data))
+    library, vault = _recordings(store, data)
+    context = BoxContext(
+        store=store,
+        sip=sip,
+        calls=calls,
+        sync=_sync_source(data),
+        recordings=library,
+        vault=vault,
+    )
     app = create_app(context)
     install_link_routes(app)
     password = _demo_admin(app.state.accounts, data)

@@ -4,6 +4,7 @@ the first admin, and the accounts endpoints."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 from support.api import LOCAL_PEER, PASSWORD, Box, TestClient, make_box
@@ -182,3 +183,41 @@ def test_disabled_account_cannot_log_in(box: Box) -> None:
 def test_only_admins_manage_accounts(box: Box) -> None:
     for who in ("super", "viewer"):
         assert box.lan.get("/accounts", headers=box.login(who)).status_code == 403
+
+
+def test_change_own_password(box: Box) -> None:
+    h = box.login("viewer")
+    wrong = {"current_password": "not it", "new_password": "a brand new one"}
+    assert box.lan.post("/auth/password", headers=h, json=wrong).status_code == 403
+    body = {"current_password": PASSWORD, "new_password": "a brand new one"}
+    r = box.lan.post("/auth/password", headers=h, json={**body, "new_password": "short"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "new_password"]
+    assert box.lan.post("/auth/password", headers=h, json=body).status_code == 204
+    assert box.lan.get("/auth/me", headers=h).status_code == 401  # sessions ended
+    r = box.lan.post("/auth/login", json={"login": "viewer", "password": "a brand new one"})
+    assert r.is_success
+    # Not over the cloud link: a credential of the box.
+    ch = box.login("admin", box.cloud)
+    body = {"current_password": PASSWORD, "new_password": "from the cloud"}
+    assert box.cloud.post("/auth/password", headers=ch, json=body).status_code == 403
+    assert box.audit("policy.denied")[-1].target == "POST /auth/password"
+
+
+def test_first_admin_is_created_once_even_when_raced(tmp_path: Path) -> None:
+    box = make_box(tmp_path)
+    results: list[object] = []
+    threads = [
+        threading.Thread(
+            target=lambda n=n: results.append(
+                box.accounts.create_first(f"first{n}", "a long password")
+            )
+        )
+        for n in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r is not None for r in results) == 1
+    assert box.accounts.count() == 1
+    box.store.close()

@@ -110,6 +110,10 @@ async def test_hang_up_an_answered_call(rig: Rig) -> None:
     assert r.status_code == 204
     await rig.settle()
     assert await rig.calls() == []
+    for _ in range(200):  # the BYE is on its way to the callee's phone
+        if callee.counts["BYE"]:
+            break
+        await asyncio.sleep(0.02)
     assert callee.counts["BYE"] == 1
     [record] = rig.store.cdr.search()
     assert record.disposition is Disposition.ANSWERED and record.hangup_side.value == "system"
@@ -131,6 +135,10 @@ async def test_hang_up_a_ringing_call(rig: Rig) -> None:
     assert r.status_code == 204
     assert await asyncio.wait_for(call, 10) == 487
     await rig.settle()
+    for _ in range(200):  # the CANCEL is on its way to the callee's phone
+        if callee.counts["CANCEL"]:
+            break
+        await asyncio.sleep(0.02)
     assert callee.counts["CANCEL"] == 1 and callee.counts["answered"] == 0
     [record] = rig.store.cdr.search()
     assert record.disposition is Disposition.CANCELLED

@@ -3,6 +3,7 @@ nothing, rolled back on failure, reported and audited."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,8 @@ import pytest
 from support.api import Box, make_box
 
 from appliance.api.accounts import Role
-from appliance.api.config import BoxConfig
+from appliance.api.config import BoxConfig, ConfigConflict, ExtensionConfig, desired_sip_settings
+from pbx.settings import SipSettings
 from pbx.store import Extension
 
 
@@ -141,7 +143,7 @@ def test_if_match_must_agree(cbox: Box) -> None:
 @pytest.mark.parametrize(
     ("change", "loc"),
     [
-        (lambda d: d["sip"].update(port=0), ["body", "sip", "port"]),
+        (lambda d: d["sip"].update(port=70000), ["body", "sip", "port"]),
         (lambda d: d["sip"].update(domain="not a domain"), ["body", "sip", "domain"]),
         (lambda d: d["sip"].update(transports=[]), ["body", "sip", "transports"]),
         (lambda d: d["sip"].update(transports=["UDP", "UDP"]), ["body", "sip", "transports"]),
@@ -256,3 +258,40 @@ def test_viewer_cannot_put_and_cloud_admin_can(cbox: Box) -> None:
     assert r.status_code == 200
     assert r.json()["origin"] == "cloud"
     assert cbox.audit("config.applied")[-1].origin == "cloud"
+
+
+def test_the_sip_core_starts_with_the_applied_sip_section(cbox: Box) -> None:
+    base = SipSettings(host="127.0.0.1", port=5070)
+    assert desired_sip_settings(cbox.store.metadata, base) == base
+    h = cbox.login("admin")
+    doc = _doc(cbox, h)
+    doc["sip"].update(port=5080, digest_algorithms=["SHA-256", "MD5"], max_calls=20)
+    assert cbox.lan.put("/config", headers=h, json=doc).status_code == 200
+    started = desired_sip_settings(cbox.store.metadata, base)
+    assert (started.host, started.port, started.max_calls) == ("127.0.0.1", 5080, 20)
+    assert started.digest_algorithms == ("SHA-256", "MD5")
+
+
+def test_concurrent_puts_one_wins_the_other_conflicts(cbox: Box) -> None:
+    service = cbox.app.state.config
+    doc = service.current()
+    outcomes: list[str] = []
+
+    def put(name: str) -> None:
+        wanted = doc.model_copy(
+            update={"extensions": [ExtensionConfig(number="1", display_name=name)]}
+        )
+        try:
+            service.apply(wanted, actor="admin", origin="lan")
+            outcomes.append("applied")
+        except ConfigConflict:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=put, args=(f"editor {i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["applied", "conflict", "conflict", "conflict"]
+    assert service.version() == 1
+    assert len(cbox.store.directory.list()) == 1

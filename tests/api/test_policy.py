@@ -40,6 +40,13 @@ SENSITIVE: list[tuple[str, str, dict[str, Any], str, int]] = [
     ("PATCH", "/accounts/viewer", {"json": {"enabled": False}}, "admin", 200),
     ("POST", "/accounts/viewer/password", {"json": {}}, "admin", 200),
     ("DELETE", "/accounts/viewer", {}, "admin", 204),
+    (
+        "POST",
+        "/auth/password",
+        {"json": {"current_password": "correct horse battery", "new_password": "another one!"}},
+        "admin",
+        204,
+    ),
 ]
 
 

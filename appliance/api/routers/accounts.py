@@ -8,21 +8,24 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from appliance.api.accounts import MAX_PASSWORD, AccountStore, Role
+from appliance.api.accounts import MAX_PASSWORD, MIN_PASSWORD, AccountStore, Role
 from appliance.api.errors import AUTH, responses
 from appliance.api.policy import Permission, Principal, audit, require
-from appliance.api.routers.auth import AccountOut, checked_account_fields
+from appliance.api.routers.auth import LOGIN_PATTERN, AccountOut, _In, checked_account_fields
 
 router = APIRouter(prefix="/accounts", tags=["accounts"])
 
 Admin = Annotated[Principal, Depends(require(Permission.ACCOUNTS_MANAGE))]
 
 
-class AccountIn(BaseModel):
-    login: str = Field(min_length=1, max_length=64)
+class AccountIn(_In):
+    login: str = Field(pattern=LOGIN_PATTERN, description="letters, digits, '.', '_', '-'")
     role: Role
     password: str | None = Field(
-        None, max_length=MAX_PASSWORD, description="omit to have one generated"
+        None,
+        min_length=MIN_PASSWORD,
+        max_length=MAX_PASSWORD,
+        description="omit to have one generated",
     )
 
 
@@ -31,13 +34,15 @@ class AccountCreated(BaseModel):
     password: str | None = Field(description="the generated password; shown this once only")
 
 
-class AccountPatch(BaseModel):
+class AccountPatch(_In):
     role: Role | None = None
     enabled: bool | None = None
 
 
-class PasswordIn(BaseModel):
-    password: str | None = Field(None, max_length=MAX_PASSWORD, description="omit to generate")
+class PasswordIn(_In):
+    password: str | None = Field(
+        None, min_length=MIN_PASSWORD, max_length=MAX_PASSWORD, description="omit to generate"
+    )
 
 
 class PasswordOut(BaseModel):

@@ -7,10 +7,11 @@ import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.api.accounts import (
     MAX_PASSWORD,
+    MIN_PASSWORD,
     Account,
     AccountStore,
     LoginRefused,
@@ -26,7 +27,14 @@ from pbx.store import InvalidValue
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-class LoginIn(BaseModel):
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+LOGIN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class LoginIn(_In):
     login: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=MAX_PASSWORD)
 
@@ -98,9 +106,41 @@ def me(who: Annotated[Principal, Depends(require(Permission.SELF))]) -> MeOut:
     return MeOut(login=who.login, role=who.role, origin=who.origin)
 
 
-class BootstrapIn(BaseModel):
-    login: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=MAX_PASSWORD)
+class PasswordChangeIn(_In):
+    current_password: str = Field(min_length=1, max_length=MAX_PASSWORD)
+    new_password: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
+
+
+@router.post(
+    "/password",
+    status_code=204,
+    responses=responses(*AUTH, 422, 429),
+    summary="Change one's own password (LAN only); every session of the account ends",
+)
+def change_password(
+    request: Request,
+    body: PasswordChangeIn,
+    who: Annotated[Principal, Depends(require(Permission.OWN_PASSWORD))],
+) -> None:
+    accounts = _accounts(request)
+    throttle: LoginThrottle = request.app.state.throttle
+    try:
+        throttle.before(who.login, source_address(request))
+    except LoginRefused as exc:
+        wait = math.ceil(exc.retry_after or 1)
+        raise HTTPException(429, exc.reason, headers={"Retry-After": str(wait)}) from None
+    if accounts.verify_password(who.login, body.current_password) is None:
+        throttle.failed(who.login)
+        audit(request, who.login, "account.password_change_failed", who.login)
+        raise HTTPException(403, "the current password is wrong")
+    throttle.succeeded(who.login)
+    accounts.set_password(who.login, body.new_password)
+    audit(request, who.login, "account.password_changed", who.login)
+
+
+class BootstrapIn(_In):
+    login: str = Field(pattern=LOGIN_PATTERN, description="letters, digits, '.', '_', '-'")
+    password: str = Field(min_length=MIN_PASSWORD, max_length=MAX_PASSWORD)
 
 
 class AccountOut(BaseModel):
@@ -145,7 +185,9 @@ def bootstrap(request: Request, body: BootstrapIn) -> AccountOut:
         raise HTTPException(409, "accounts exist already; log in as an admin instead")
     name = body.login.lower()
     checked_account_fields(name, body.password)
-    account = accounts.create(name, body.password, Role.ADMIN)
+    account = accounts.create_first(name, body.password)
+    if account is None:
+        raise HTTPException(409, "accounts exist already; log in as an admin instead")
     audit(request, account.login, "account.created", account.login, {"role": "admin"})
     return AccountOut.of(account)
 

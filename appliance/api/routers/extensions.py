@@ -11,9 +11,9 @@ import secrets
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from appliance.api.config import ConfigService, ExtensionConfig
+from appliance.api.config import PRINTABLE, ConfigService, ExtensionConfig
 from appliance.api.errors import AUTH, Invalid, responses
 from appliance.api.policy import Permission, Principal, audit, box, enforce, require
 from pbx.store import Extension, InvalidValue
@@ -53,21 +53,18 @@ class ExtensionCreated(BaseModel):
 
 
 class ExtensionPatch(BaseModel):
-    model_config = {"extra": "forbid"}
+    model_config = ConfigDict(extra="forbid")
 
-    display_name: str | None = Field(None, max_length=64)
+    display_name: str | None = Field(None, max_length=64, pattern=PRINTABLE)
     enabled: bool | None = None
     call_limit: int | None = Field(None, ge=1, le=1000)
     ring_timeout: int | None = Field(None, ge=1, le=3600)
     record_calls: Literal["none", "inbound", "outbound", "both"] | None = None
 
-    @field_validator("display_name")
-    @classmethod
-    def _printable(cls, value: str | None) -> str | None:
-        return None if value is None else ExtensionConfig.printable(value)
-
 
 class PasswordIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     password: str = Field(min_length=MIN_SIP_PASSWORD, max_length=128)
 
 
@@ -147,6 +144,8 @@ def update_extension(
 ) -> ExtensionOut:
     current = _existing(request, number)
     changes = body.model_dump(exclude_none=True)
+    if not changes:
+        return _out(request, current)
     merged = ExtensionConfig.of(current).model_dump() | changes
     try:
         wanted = ExtensionConfig.model_validate(merged).to_extension()

@@ -4,12 +4,14 @@ event, and so is every refused attempt."""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from appliance.api.accounts import LoginRefused, LoginThrottle
 from appliance.api.errors import AUTH, Invalid, responses
 from appliance.api.policy import Permission, Principal, audit, box, require
 from appliance.api.recordings import (
@@ -17,9 +19,14 @@ from appliance.api.recordings import (
     RecordingInfo,
     RecordingLibrary,
     RecordingQuery,
+    RecordingUnavailable,
     parse_range,
 )
+from appliance.api.routers.auth import source_address
+from appliance.api.vault import IdentityVault, VaultRefused
 from pbx.store import MAX_PAGE
+
+VAULT = "vault:site-identity"  # the throttle's account name for passphrase attempts
 
 router = APIRouter(prefix="/recordings", tags=["recordings"])
 
@@ -91,6 +98,63 @@ def list_recordings(  # noqa: PLR0917 (query parameters)
     )
 
 
+class UnlockIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    passphrase: str = Field(min_length=1, max_length=1024)
+
+
+class VaultOut(BaseModel):
+    unlocked: bool
+    unlocked_until: float | None = Field(description="when the identities are dropped again")
+
+
+def _vault(request: Request) -> IdentityVault:
+    vault = box(request).vault
+    if vault is None:
+        raise HTTPException(503, "this box has no site keyring to unlock")
+    return vault
+
+
+@router.get("/unlock", response_model=VaultOut, responses=responses(*AUTH, 503))
+def vault_status(request: Request, _: Player) -> VaultOut:
+    """Whether recordings can be played now (the site identity is unlocked)."""
+    until = _vault(request).unlocked_until()
+    return VaultOut(unlocked=until is not None, unlocked_until=until)
+
+
+@router.post(
+    "/unlock",
+    response_model=VaultOut,
+    responses=responses(*AUTH, 422, 429, 503),
+    summary="Unlock the site identity for playback, for a limited time (LAN only)",
+)
+def unlock(request: Request, body: UnlockIn, who: Player) -> VaultOut:
+    vault = _vault(request)
+    throttle: LoginThrottle = request.app.state.throttle
+    try:  # passphrase guesses are limited like logins
+        throttle.before(VAULT, source_address(request))
+    except LoginRefused as exc:
+        wait = math.ceil(exc.retry_after or 1)
+        raise HTTPException(429, exc.reason, headers={"Retry-After": str(wait)}) from None
+    try:
+        until = vault.unlock(body.passphrase)
+    except VaultRefused:
+        throttle.failed(VAULT)
+        audit(request, who.login, "recordings.unlock_failed", "site-identity")
+        raise Invalid(["body", "passphrase"], "the passphrase opens no site identity") from None
+    throttle.succeeded(VAULT)
+    audit(request, who.login, "recordings.unlocked", "site-identity", {"until": until})
+    return VaultOut(unlocked=True, unlocked_until=until)
+
+
+@router.delete("/unlock", status_code=204, responses=responses(*AUTH, 503))
+def lock(request: Request, who: Player) -> None:
+    """Drop the unlocked identities now."""
+    _vault(request).lock()
+    audit(request, who.login, "recordings.locked", "site-identity")
+
+
 @router.get("/{recording_id}", response_model=RecordingOut, responses=responses(*AUTH, 404, 503))
 def get_recording(request: Request, recording_id: RecordingId, _: Lister) -> RecordingOut:
     return RecordingOut.of(_existing(request, recording_id))
@@ -114,13 +178,6 @@ def _serve(
             416, str(exc), headers={"Content-Range": f"bytes */{info.size}"}
         ) from None
     start, end = span if span is not None else (0, info.size)
-    audit(
-        request,
-        who.login,
-        action,
-        recording_id,
-        {"call_id": info.call_id, "bytes": f"{start}-{end - 1}" if end > start else "none"},
-    )
     headers = {
         "Accept-Ranges": "bytes",
         "Content-Length": str(end - start),
@@ -130,7 +187,18 @@ def _serve(
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
     if action == "recording.exported":
         headers["Content-Disposition"] = f'attachment; filename="{recording_id}.wav"'
-    body = _library(request).open_range(recording_id, start, end) if end > start else iter(())
+    try:
+        body = _library(request).open_range(recording_id, start, end) if end > start else iter(())
+    except RecordingUnavailable as exc:
+        raise HTTPException(exc.status, exc.detail) from None
+    # Audited once the recording is open: what the caller is about to receive.
+    audit(
+        request,
+        who.login,
+        action,
+        recording_id,
+        {"call_id": info.call_id, "bytes": f"{start}-{end - 1}" if end > start else "none"},
+    )
     return StreamingResponse(
         body,
         status_code=206 if span is not None else 200,
