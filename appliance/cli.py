@@ -14,11 +14,19 @@ from appliance.link.cli import add_link_commands, run_link_command
 from appliance.sync.cli import add_sync_commands, run_sync_command
 
 
+def _port_range(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition("-")
+    if not (sep and low.isdigit() and high.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected LOW-HIGH, e.g. 20000-20999, not {text!r}")
+    return int(low), int(high)
+
+
 def _run_options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(
         data=str(args.data),
         sip_host=args.host,
         sip_port=args.port,
+        rtp_ports=args.rtp_ports,
         api_host=args.api_host,
         api_port=args.api_port,
         cabinet_url=args.cabinet_url,
@@ -37,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="start the box (embedded defaults: loopback)")
     run.add_argument("--host", default="127.0.0.1", help="SIP listen address")
     run.add_argument("--port", "--sip-port", type=int, default=5060, help="SIP port (UDP, TCP)")
+    run.add_argument(
+        "--rtp-ports",
+        type=_port_range,
+        default=None,
+        metavar="LOW-HIGH",
+        help="RTP port range of the media relay (default 20000-20999)",
+    )
     run.add_argument("--data", default="var", help="the box's data folder")
     run.add_argument("--api-host", default="127.0.0.1", help="management API listen address")
     run.add_argument("--api-port", type=int, default=8780, help="management API port (0: any)")

@@ -20,9 +20,12 @@ and ``tests/perf/test_bench_isolation.py`` measures the SIP answer time while an
 blocks its loop for 300 ms, ten times (OPTIONS probed every 10 ms, 2-core build machine):
 on one loop the worst answer took 303 ms and 10 probes waited over 100 ms (SIP stood still
 for every blocked request); in two processes the worst took 18 ms, none over 100 ms.
-What it costs: the API reaches the core's live state (active calls) across a process
-boundary; everything persistent is shared through SQLite (WAL, busy_timeout), which is
-multi-process by design. The supervisor is kept small so it has little that can fail.
+What it costs: everything persistent is shared through SQLite (WAL, busy_timeout), which is
+multi-process by design, but two things live in the core's memory: the live calls and the
+core's copy of the extension directory. The core's control socket
+(:mod:`appliance.service.corectl`) serves the first to the API (list, hang up) and takes
+the API's directory writes for the second, before the API answers. The supervisor is kept
+small so it has little that can fail.
 
 Both children speak the sd_notify protocol to the supervisor (READY=1, WATCHDOG=1): a child
 whose loop stalls past its watchdog, or that exits, is restarted with backoff. The
@@ -77,6 +80,7 @@ class RunOptions:
     data: str = "var"
     sip_host: str = "127.0.0.1"
     sip_port: int = 5060
+    rtp_ports: tuple[int, int] | None = None  # None: the SIP settings' default range
     api_host: str = "127.0.0.1"
     api_port: int = 8780
     cabinet_url: str | None = None  # None: the embedded cabinet on loopback
@@ -99,7 +103,22 @@ class RunOptions:
 
     @classmethod
     def from_env(cls) -> RunOptions:
-        return cls(**json.loads(os.environ[OPTIONS_ENV]))
+        raw = json.loads(os.environ[OPTIONS_ENV])
+        if raw.get("rtp_ports") is not None:
+            raw["rtp_ports"] = tuple(raw["rtp_ports"])
+        return cls(**raw)
+
+    def sip_settings(self) -> Any:
+        """The SIP core's settings (refused with the field named when invalid)."""
+        from pbx.settings import SipSettings  # noqa: PLC0415
+
+        host = self.sip_host
+        if self.rtp_ports is None:
+            return SipSettings(host=host, port=self.sip_port, media_host=host)
+        low, high = self.rtp_ports
+        return SipSettings(
+            host=host, port=self.sip_port, media_host=host, rtp_port_min=low, rtp_port_max=high
+        )
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -183,6 +202,11 @@ async def _supervise(options: RunOptions) -> int:
     from pbx.settings import SipSettings  # noqa: PLC0415
 
     data = options.data_dir
+    try:
+        options.sip_settings()  # refused here, with the field named, not in a child
+    except ValueError as exc:  # pydantic's ValidationError
+        print(f"edgepbx: invalid settings: {exc}", file=sys.stderr, flush=True)
+        return 2
     demo = prepare_data(data, SipSettings().domain)
     runtime = Path(os.environ.get("RUNTIME_DIRECTORY") or data / "run")
     runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -299,19 +323,15 @@ async def _core_main(options: RunOptions) -> int:
     from appliance.store import open_store  # noqa: PLC0415
     from pbx.runtime import tune_gc  # noqa: PLC0415
     from pbx.service import SipCore  # noqa: PLC0415
-    from pbx.settings import SipSettings  # noqa: PLC0415
 
     notifier = Notifier.from_env()
     data = options.data_dir
     store = open_store(data, write_behind=True)
     # The command line says where to listen; the last applied configuration document (if
     # any) sets the rest of the SIP section: its changes take effect at this start.
-    settings = desired_sip_settings(
-        store.metadata,
-        SipSettings(host=options.sip_host, port=options.sip_port, media_host=options.sip_host),
-    )
+    settings = desired_sip_settings(store.metadata, options.sip_settings())
     core = SipCore(settings, store, secret_file(data / "nonce.key", secrets.token_bytes(32)))
-    control = CoreControlServer(core.calls, Path(options.runtime_dir) / "core.sock")
+    control = CoreControlServer(core.calls, Path(options.runtime_dir) / "core.sock", store)
     try:
         await core.start()
         await control.start()
@@ -334,25 +354,24 @@ async def _core_main(options: RunOptions) -> int:
 
 async def _manager_main(options: RunOptions) -> int:
     from appliance.api.config import desired_sip_settings  # noqa: PLC0415
-    from appliance.link import LinkClient, LinkSettings, SqliteCredentials  # noqa: PLC0415
     from appliance.link.cabinet import Cabinet  # noqa: PLC0415
+    from appliance.link.client import LinkClient, LinkSettings  # noqa: PLC0415
+    from appliance.link.credentials import SqliteCredentials  # noqa: PLC0415
     from appliance.service.api import build_api  # noqa: PLC0415
-    from appliance.service.corectl import RemoteCalls  # noqa: PLC0415
+    from appliance.service.corectl import RemoteCalls, notifying_directory  # noqa: PLC0415
     from appliance.service.parts import ApiPart, CabinetPart, LinkPart  # noqa: PLC0415
     from appliance.store import open_store  # noqa: PLC0415
-    from pbx.settings import SipSettings  # noqa: PLC0415
 
     notifier = Notifier.from_env()
     data = options.data_dir
     store = open_store(data)
-    calls = RemoteCalls(Path(options.runtime_dir) / "core.sock")
+    core_socket = Path(options.runtime_dir) / "core.sock"
+    notifying_directory(store, core_socket)  # API writes reach the core's in-memory copy
+    calls = RemoteCalls(core_socket)
     parts: list[Part] = [calls]
     reported: dict[str, str] = {}
     try:
-        host = options.sip_host
-        sip = desired_sip_settings(
-            store.metadata, SipSettings(host=host, port=options.sip_port, media_host=host)
-        )
+        sip = desired_sip_settings(store.metadata, options.sip_settings())
         built = build_api(store, data, sip, calls)
         for value in built.secrets:
             register_secret(value)
@@ -383,9 +402,15 @@ async def _manager_main(options: RunOptions) -> int:
                 pairing_code=code,
             )
 
-        parts.append(LinkPart(make_link))
+        link_part = LinkPart(make_link)
+        parts.append(link_part)
+        built.app.state.link_client = lambda: link_part.client
         supervisor = Supervisor(parts)
-        await supervisor.start()
+        try:
+            await supervisor.start()
+        except StartFailed:
+            await supervisor.stop()  # what did start (the cabinet, the calls mirror)
+            raise
         if cabinet_part is not None:
             operator = f"http://{options.cabinet_host}:{cabinet_part.operator_port}"
             reported["EDGEPBX_CABINET"] = operator
@@ -425,6 +450,7 @@ def run_part(name: str) -> int:
     main = {"core": _core_main, "manager": _manager_main}[name]
     try:
         return asyncio.run(main(options))
-    except OSError as exc:
+    except (OSError, StartFailed) as exc:
         log.error("cannot start: part=%s error=%s", name, exc)
+        Notifier.from_env().status(f"cannot start: {exc}")  # the supervisor shows why
         return 1

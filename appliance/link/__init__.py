@@ -7,20 +7,7 @@ cabinet's API requests through the box's own ASGI app, marked with origin "cloud
 * :mod:`~appliance.link.client`: the box's asyncio adapter (dial, pair, reconnect);
 * :mod:`~appliance.link.credentials`: the link credential in local.db;
 * :mod:`~appliance.link.cabinet`: the reference cabinet (tests, ``make run``).
+
+The package imports nothing itself, so the sans-IO modules load without asyncio or sockets
+(checked by tests/link/test_architecture.py).
 """
-
-from appliance.link.asgi import ORIGIN_CLOUD, ORIGIN_SCOPE_KEY
-from appliance.link.client import LinkClient, LinkPhase, LinkSettings, LinkStatus
-from appliance.link.credentials import LinkCredential, MemoryCredentials, SqliteCredentials
-
-__all__ = [
-    "ORIGIN_CLOUD",
-    "ORIGIN_SCOPE_KEY",
-    "LinkClient",
-    "LinkCredential",
-    "LinkPhase",
-    "LinkSettings",
-    "LinkStatus",
-    "MemoryCredentials",
-    "SqliteCredentials",
-]

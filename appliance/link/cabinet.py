@@ -337,7 +337,11 @@ class Cabinet:
         pending = _Pending()
         stream_id = link.conn.send_request(method, path, headers, body, more=False)
         link.pending[stream_id] = pending
-        await link.flush()
+        try:
+            await link.flush()
+        except ConnectionClosed as exc:
+            link.pending.pop(stream_id, None)
+            raise LinkUnavailable(f"the link to box {box_id} dropped") from exc
         first = await pending.events.get()
         if first is None:
             raise LinkUnavailable(f"the link to box {box_id} dropped")

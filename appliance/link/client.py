@@ -43,6 +43,7 @@ from appliance.link.connection import (
 )
 from appliance.link.credentials import CredentialStore, LinkCredential
 from appliance.link.frames import Headers, Hello, Pair, Paired, Refused, Welcome
+from appliance.logs import register_secret
 
 __all__ = [
     "LinkClient",
@@ -186,6 +187,7 @@ class LinkClient:
         """The installer entered a pairing code: pair with it now (a code takes precedence
         over a stored credential, so entering one re-pairs a linked box)."""
         self._pairing_code = code.strip()
+        self._set(LinkPhase.CONNECTING, "pairing")  # a new attempt: forget the last refusal
         self._code_given.set()
         if self._ws is not None:
             self._ws.transport.close()  # reconnect at once, pairing on the new connection
@@ -282,12 +284,15 @@ class LinkClient:
                 max_streams=self.settings.max_streams,
             )
             self._ws, self._conn = ws, conn
+            if saved is not None:
+                register_secret(saved.credential)
             try:
                 return await _Session(self, ws, conn, saved).serve()
             finally:
                 self._ws = self._conn = None
 
     def _paired(self, frame: Paired) -> None:
+        register_secret(frame.credential)
         self.credentials.save(
             LinkCredential(self.settings.cabinet_url, frame.box_id, frame.credential, time.time())
         )
@@ -405,17 +410,22 @@ class _Session:
         remote = self.ws.remote_address
         client = (str(remote[0]), int(remote[1])) if remote else None
 
+        # The answer goes nowhere once the link is closed (a dead link, the cabinet gone):
+        # the session's end cancels this task anyway.
         async def start(status: int, headers: Headers, body: bytes, more: bool) -> None:
-            self.conn.send_response(stream_id, status, headers, body, more=more)
-            await self.flush()
+            if self.conn.state is LinkState.OPEN:
+                self.conn.send_response(stream_id, status, headers, body, more=more)
+                await self.flush()
 
         async def body(data: bytes, more: bool) -> None:
-            self.conn.send_body(stream_id, data, more=more)
-            await self.flush()
+            if self.conn.state is LinkState.OPEN:
+                self.conn.send_body(stream_id, data, more=more)
+                await self.flush()
 
         async def cancel(reason: str) -> None:
-            self.conn.cancel(stream_id, reason)
-            await self.flush()
+            if self.conn.state is LinkState.OPEN:
+                self.conn.cancel(stream_id, reason)
+                await self.flush()
 
         exchange = Exchange(
             build_scope(

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
+
 from appliance.api import BoxContext, CallControl, SyncSource, create_app
 from appliance.api.accounts import AccountStore, Role
 from appliance.api.age_library import AgeFolderLibrary
 from appliance.api.vault import IdentityVault
-from appliance.link.asgi import ASGIApp
+from appliance.service.link_routes import install_link_routes
 from appliance.store import SqliteStore
 from pbx.recording.age import X25519Identity
 from pbx.recording.keys import Keyring
@@ -28,7 +30,7 @@ DEMO_ADMIN = "admin"
 
 @dataclass
 class BuiltApi:
-    app: ASGIApp
+    app: FastAPI
     secrets: list[str] = field(default_factory=list)  # values the logs must never show
     admin_hint: str = ""  # how to log in, for the banner of make run
 
@@ -97,6 +99,7 @@ def build_api(
         vault=vault,
     )
     app = create_app(context)
+    install_link_routes(app)
     password = _demo_admin(app.state.accounts, data)
     if password is None:
         return BuiltApi(app)

@@ -7,6 +7,13 @@ way::
 
     {"op": "calls"}                      -> {"calls": [{call_id, caller, ...}, ...]}
     {"op": "hangup", "call_id": "..."}   -> {"ok": true | false}
+    {"op": "directory", "deleted": [...]} -> {"ok": true}
+
+``directory``: the core keeps an in-memory copy of the extension directory (every REGISTER
+and INVITE reads it), kept current by writes through its own store object. The API writes
+from the manager process, so its directory (:class:`NotifyingDirectory`) tells the core
+after every write, before the API answers: the core drops its copy, and forgets the
+in-memory registrations of deleted extensions (their rows went with SQLite's cascade).
 
 :class:`RemoteCalls` is the API's ``CallControl`` over it. ``active()`` is synchronous in
 that protocol, so it answers from a snapshot refreshed every ``interval`` seconds (and right
@@ -20,12 +27,23 @@ import contextlib
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
+from appliance.store import SqliteStore
+from appliance.store.sqlite import SqliteDirectory
 from pbx.b2bua import CallManager
+from pbx.store import Extension
 
-__all__ = ["CoreControlServer", "RemoteCalls", "call_views"]
+__all__ = [
+    "CoreControlServer",
+    "NotifyingDirectory",
+    "RemoteCalls",
+    "call_views",
+    "notifying_directory",
+    "tell_core",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +70,8 @@ def call_views(manager: CallManager) -> list[dict[str, Any]]:
 
 
 class CoreControlServer:
-    def __init__(self, manager: CallManager, path: Path) -> None:
-        self.manager, self.path = manager, path
+    def __init__(self, manager: CallManager, path: Path, store: SqliteStore | None = None) -> None:
+        self.manager, self.path, self.store = manager, path, store
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -89,6 +107,14 @@ class CoreControlServer:
             return {"calls": call_views(self.manager)}
         if op == "hangup" and isinstance(request.get("call_id"), str):
             return {"ok": await self.manager.hangup(request["call_id"])}
+        if op == "directory" and self.store is not None:
+            directory = self.store.directory
+            directory.invalidate()
+            on_delete = getattr(directory, "on_delete", None)
+            for number in request.get("deleted", []):
+                if callable(on_delete) and isinstance(number, str):
+                    on_delete(number)
+            return {"ok": True}
         return {"error": f"unknown op {str(op)[:40]!r} or missing field 'call_id'"}
 
 
@@ -152,3 +178,66 @@ class RemoteCalls:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+def tell_core(path: Path, request: dict[str, Any], timeout: float = 2.0) -> dict[str, Any] | None:
+    """The same request from synchronous code (API routes run in a thread pool); None when
+    the core is not there (restarting: it loads a fresh copy when it starts)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                piece = sock.recv(65536)
+                if not piece:
+                    break
+                data += piece
+        answer: dict[str, Any] = json.loads(data)
+    except (OSError, ValueError):
+        log.warning("core control unreachable: path=%s op=%s", path, request.get("op"))
+        return None
+    return answer
+
+
+class NotifyingDirectory(SqliteDirectory):
+    """The manager's directory: every write is followed by a ``directory`` request to the
+    core, so the core's in-memory copy never serves a stale extension or secret."""
+
+    core_socket: Path | None = None
+
+    def _tell(self, deleted: list[str] | None = None) -> None:
+        if self.core_socket is not None:
+            tell_core(self.core_socket, {"op": "directory", "deleted": deleted or []})
+
+    def create(self, extension: Extension) -> Extension:
+        created = super().create(extension)
+        self._tell()
+        return created
+
+    def update(self, extension: Extension) -> Extension:
+        updated = super().update(extension)
+        self._tell()
+        return updated
+
+    def delete(self, number: str) -> bool:
+        gone = super().delete(number)
+        self._tell([number])
+        return gone
+
+    def set_password(self, number: str, password: str, realm: str) -> None:
+        super().set_password(number, password, realm)
+        self._tell()
+
+    def invalidate(self) -> None:
+        super().invalidate()
+        self._tell()
+
+
+def notifying_directory(store: SqliteStore, core_socket: Path) -> NotifyingDirectory:
+    """Put a :class:`NotifyingDirectory` in ``store`` (the manager's own store object)."""
+    directory = NotifyingDirectory(store.metadata, store.local)
+    directory.core_socket = core_socket
+    store.directory = directory
+    return directory

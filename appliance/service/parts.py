@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable
 
 import uvicorn
@@ -33,10 +34,21 @@ class ApiPart:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        # Bound here, not by uvicorn: a taken port is a clear OSError at start (uvicorn
+        # would log it and call sys.exit inside its task).
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(f"cannot serve the API on {self.host}:{self.port}: {exc}") from exc
+        self.bound_port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app,
             host=self.host,
-            port=self.port,
+            port=self.bound_port,
             log_config=None,  # our root handler (key=value, redacted)
             access_log=False,
             lifespan="on",
@@ -44,14 +56,13 @@ class ApiPart:
             proxy_headers=False,
         )
         server = self._server = EmbeddedServer(config)
-        self._task = asyncio.create_task(server.serve(), name="api-server")
+        self._task = asyncio.create_task(server.serve(sockets=[sock]), name="api-server")
         while not server.started:
             if self._task.done():
-                exc = self._task.exception()
                 self._task = None
-                raise OSError(f"cannot serve the API on {self.host}:{self.port}: {exc}")
+                sock.close()
+                raise OSError(f"the API server on {self.host}:{self.bound_port} did not start")
             await asyncio.sleep(0.02)
-        self.bound_port = server.servers[0].sockets[0].getsockname()[1]
 
     @property
     def url(self) -> str:

@@ -292,8 +292,10 @@ class ChildPart:
             "WATCHDOG_USEC": str(int(self.watchdog * 1_000_000)),
         }
         env.pop("WATCHDOG_PID", None)
+        # Its own session: a terminal's Ctrl-C (or a signal to our process group) reaches
+        # only the supervisor, which stops the children in order.
         self.process = await asyncio.create_subprocess_exec(
-            *self.argv, env=env, preexec_fn=_die_with_parent
+            *self.argv, env=env, preexec_fn=_die_with_parent, start_new_session=True
         )
         exited = asyncio.ensure_future(self.process.wait())
         ready = asyncio.ensure_future(self._ready.wait())
@@ -309,7 +311,11 @@ class ChildPart:
             code = self.process.returncode
             await self.stop()
             if code is not None:
-                raise StartFailed(f"{self.name} exited with code {code} before it was ready")
+                why = self.reported.get("STATUS", "")
+                raise StartFailed(
+                    f"{self.name} exited with code {code} before it was ready"
+                    + (f" ({why})" if why else "")
+                )
             raise StartFailed(f"{self.name} not ready after {self.start_timeout:.0f} s")
         self._last_ping = time.monotonic()
 

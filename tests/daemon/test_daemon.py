@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -196,3 +197,16 @@ async def test_sigterm_hangs_up_calls_in_progress(tmp_path: Path) -> None:
         assert record.hangup_side.value == "system"
     finally:
         store.close()
+
+
+def test_a_part_that_cannot_start_stops_the_box(tmp_path: Path) -> None:
+    """At boot a failure is fatal and says why (systemd then restarts the unit)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with BoxDaemon(tmp_path / "data", extra=["--api-port", str(port)]) as box:
+            assert box.process.wait(60) == 1
+            out = box.output()
+            assert "cannot start: manager" in out and "address already in use" in out.lower(), out
+            assert "Traceback" not in out and "never retrieved" not in out

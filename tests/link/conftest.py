@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from support.linkpeer import FAST, BoxFactory, make_test_app
 
-from appliance.link import LinkClient, LinkSettings, MemoryCredentials
 from appliance.link.asgi import ASGIApp
 from appliance.link.cabinet import Cabinet
-from appliance.link.credentials import CredentialStore
+from appliance.link.client import LinkClient, LinkSettings
+from appliance.link.credentials import CredentialStore, MemoryCredentials
 
 
 @pytest.fixture

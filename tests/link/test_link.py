@@ -18,15 +18,9 @@ from pydantic import ValidationError
 from support.linkpeer import BoxFactory, make_test_app, paired, wait_for
 from websockets.asyncio.server import ServerConnection, serve
 
-from appliance.link import (
-    LinkCredential,
-    LinkPhase,
-    LinkSettings,
-    MemoryCredentials,
-    SqliteCredentials,
-)
 from appliance.link.cabinet import Cabinet, LinkUnavailable
-from appliance.link.client import backoff_delay
+from appliance.link.client import LinkPhase, LinkSettings, backoff_delay
+from appliance.link.credentials import LinkCredential, MemoryCredentials, SqliteCredentials
 from appliance.link.frames import Welcome, encode
 from appliance.store import open_store
 

@@ -4,10 +4,9 @@
 * :func:`provision` writes extensions (one shared password) into a data folder with
   :func:`appliance.store.open_store`, as the admin UI would, before the box starts;
   :func:`put_binding` adds a registration (a SIPp UAS cannot REGISTER by itself).
-* :class:`BoxProcess` runs ``edgepbx run --host --port --data`` in its own session and waits for
-  its start-up banner. ``rtp_ports`` runs the same ``appliance.cli.main`` through this module
-  (``python box_process.py run-wide LOW HIGH -- run ...``) with only the RTP port range changed,
-  because ``edgepbx run`` has no option for it: a harness variant, labelled as such.
+* :class:`BoxProcess` runs ``edgepbx run --host --port --data [--rtp-ports]`` in its own
+  session and waits for its start-up banner. ``edgepbx run`` supervises the SIP core as a
+  child process (appliance/daemon.py): CPU, memory and profiles are taken from that child.
 * :func:`py_spy` samples the box for a few seconds (``py-spy record -f raw``) and
   :func:`top_frames` condenses the collapsed stacks into self and inclusive shares.
 """
@@ -189,10 +188,24 @@ class BoxProcess:
 
     def command(self) -> list[str]:
         args = ["run", "--host", self.host, "--port", str(self.port), "--data", str(self.data_dir)]
-        if self.rtp_ports is None:
-            return [str(EDGEPBX), *args]
-        low, high = self.rtp_ports
-        return [sys.executable, __file__, "run-wide", str(low), str(high), "--", *args]
+        # The API and the embedded cabinet on any free port: trials must not collide.
+        args += ["--api-port", "0", "--cabinet-port", "0", "--cabinet-operator-port", "0"]
+        if self.rtp_ports is not None:
+            args += ["--rtp-ports", f"{self.rtp_ports[0]}-{self.rtp_ports[1]}"]
+        return [str(EDGEPBX), *args]
+
+    @property
+    def core_pid(self) -> int:
+        """The SIP core's process (a child of ``edgepbx run``); the supervisor's own pid
+        until the child is found."""
+        root = self.pid
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{root}/task").iterdir():
+                for child in (task / "children").read_text().split():
+                    cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+                    if b"part" in cmdline and b"core" in cmdline:
+                        return int(child)
+        return root
 
     def start(self, timeout_s: float = 30.0) -> Self:
         for attempt in range(5):
@@ -240,10 +253,10 @@ class BoxProcess:
         self.banner = out.decode(errors="replace")
 
     def cpu_seconds(self) -> float:
-        return process_cpu(self.pid) if self._proc is not None else 0.0
+        return process_cpu(self.core_pid) if self._proc is not None else 0.0
 
     def rss_mb(self) -> float:
-        return process_rss_mb(self.pid) if self._proc is not None else 0.0
+        return process_rss_mb(self.core_pid) if self._proc is not None else 0.0
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -348,27 +361,3 @@ def top_frames(raw: Path, n: int = 25) -> dict[str, object]:
         "self %": [(name, share(c)) for name, c in self_time.most_common(n)],
         "inclusive %": [(name, share(c)) for name, c in inclusive.most_common(n)],
     }
-
-
-# ------------------------------------------------------------------------------ run-wide
-
-
-def _run_wide(argv: list[str]) -> int:
-    """``edgepbx``'s own ``main`` with the RTP port range of its settings replaced."""
-    low, high = int(argv[0]), int(argv[1])
-    rest = argv[3:] if argv[2:3] == ["--"] else argv[2:]
-    import appliance.cli as cli  # noqa: PLC0415
-
-    original = cli.SipSettings
-
-    def widened(**kwargs: object) -> object:
-        return original(**kwargs, rtp_port_min=low, rtp_port_max=high)  # type: ignore[arg-type]
-
-    cli.SipSettings = widened  # type: ignore[assignment,misc]
-    return cli.main(rest)
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["run-wide"]:
-        sys.exit(_run_wide(sys.argv[2:]))
-    sys.exit("usage: box_process.py run-wide LOW HIGH -- run --host H --port P --data DIR")

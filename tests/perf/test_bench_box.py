@@ -322,7 +322,7 @@ def register_trial(
             server = stack.enter_context(BoxProcess(box.fresh(box.register_template)))
             target, cpu = server.target, server.cpu_seconds
             if profile is not None:
-                stack.enter_context(profiling(server.pid, profile, 1.5, PROFILE_SECONDS))
+                stack.enter_context(profiling(server.core_pid, profile, 1.5, PROFILE_SECONDS))
         else:
             kam = stack.enter_context(
                 Kamailio(workdir=workdir / "kamailio", auth=True, children=2, shm_mb=512)
@@ -397,7 +397,7 @@ def call_trial(
             server = stack.enter_context(BoxProcess(data))
             target, cpu = server.target, server.cpu_seconds
             if profile is not None:
-                stack.enter_context(profiling(server.pid, profile, 1.5, PROFILE_SECONDS))
+                stack.enter_context(profiling(server.core_pid, profile, 1.5, PROFILE_SECONDS))
         else:
             kam = stack.enter_context(
                 Kamailio(workdir=workdir / "kamailio", call_auth=True, children=2, shm_mb=512)
@@ -588,7 +588,7 @@ def media_trial(
                 assert out.next(10) == "START"
                 time.sleep(1.2)  # CPU over the steady middle, as the relay benchmark does
                 cpu0, t0 = server.cpu_seconds(), time.monotonic()
-                spy = profiling(server.pid, profile, 0, seconds - 2.5) if profile else None
+                spy = profiling(server.core_pid, profile, 0, seconds - 2.5) if profile else None
                 with spy or contextlib.nullcontext():
                     time.sleep(max(seconds - 2.0, 0.5))
                     values["SUT CPU %"] = cpu_percent(server.cpu_seconds, cpu0, t0)

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from appliance.link import LinkClient, LinkPhase
 from appliance.link.cabinet import Cabinet
+from appliance.link.client import LinkClient, LinkPhase
 
 FAST = {
     "backoff_initial": 0.05,
