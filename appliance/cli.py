@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "keys":
         return keys_cli.run(args)
-    if args.command in ("setup", "console-api", "network"):
+    if args.command in ("setup", "serve-api", "network"):
         # imported here: the SIP core's start-up should not load Textual; and before logging
         # is set up, since log lines on stderr would tear the console's screen
         from appliance.setup.cli import run_setup_command  # noqa: PLC0415
@@ -108,7 +108,7 @@ def _add_setup_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     setup.add_argument("--api", help="the management API's URL (default http://127.0.0.1:8080)")
     setup.add_argument("--refresh", type=float, default=2.0, help="status refresh, seconds")
     setup.add_argument("--export-dir", default="/media/usb", help="suggested key export folder")
-    api = sub.add_parser("console-api", help="serve the console's API endpoints")
+    api = sub.add_parser("serve-api", help="serve the management API (for the console)")
     api.add_argument("--data", type=Path, default=Path("var"), help="the box's data folder")
     api.add_argument("--socket", type=Path, help="listen on this unix socket")
     api.add_argument("--port", type=int, default=8080, help="else on 127.0.0.1:PORT")

@@ -24,6 +24,7 @@ from tui.screens.wizard import (
     ExtensionsStep,
     KeyStep,
     LanguageStep,
+    LoginScreen,
     NetworkStep,
     PairingStep,
     SummaryStep,
@@ -79,9 +80,9 @@ class SetupConsole(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+q", "quit", "quit", show=False)]
     wizard_steps: ClassVar[list[type[StepScreen]]] = [
         LanguageStep,
+        AdminStep,  # first: every later step needs the admin's login
         NetworkStep,
         SystemStep,
-        AdminStep,
         KeyStep,
         PairingStep,
         ExtensionsStep,
@@ -101,17 +102,20 @@ class SetupConsole(App[None]):
 
     async def on_mount(self) -> None:
         try:
-            state = await self.client.setup_state()
+            welcome = await self.client.welcome()
         except ApiError as exc:
             await self.push_screen(_Unreachable(self.t("status.unreachable", error=str(exc))))
             return
-        self.language = state.language
-        if state.completed:
-            await self.push_screen(StatusScreen())
-        else:
-            await self.push_screen(LanguageStep())
+        self.language = welcome.language
+        await self.push_screen(LanguageStep() if welcome.first_boot else LoginScreen())
 
     async def step_done(self, screen: StepScreen, forward: bool) -> None:
+        if isinstance(screen, LoginScreen):
+            state = await self.client.setup_state()
+            self.language = state.language
+            # not awaited: the old screen's own handler is what runs this
+            self.switch_screen(StatusScreen() if state.completed else NetworkStep())
+            return
         if screen.single:
             self.pop_screen()
             return
@@ -120,12 +124,12 @@ class SetupConsole(App[None]):
         if index < 0:
             return
         if index >= len(steps):
-            await self.switch_screen(StatusScreen())
+            self.switch_screen(StatusScreen())
             return
-        await self.switch_screen(steps[index]())
+        self.switch_screen(steps[index]())
 
     async def open_area(self, area: str) -> None:
-        await self.push_screen(AREAS[area](single=True))
+        self.push_screen(AREAS[area](single=True))
 
 
 class _Unreachable(Screen[None]):

@@ -22,9 +22,9 @@ from appliance.api.schemas.setup import (
     PairingState,
     SetupState,
     TrialInfo,
+    Welcome,
 )
 
-PREFIX = "/api/v1"
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -54,9 +54,26 @@ def _error(response: httpx.Response) -> ApiError:
     return ApiError(response.status_code, str(detail or response.reason_phrase))
 
 
+class Session(BaseModel):
+    token: str
+    login: str
+    role: str
+    expires_at: float
+
+
+class _Account(BaseModel):
+    login: str
+    role: str
+
+
+class _AccountCreated(BaseModel):
+    account: _Account
+
+
 class ApiClient:
     def __init__(self, http: httpx.AsyncClient) -> None:
         self.http = http
+        self.session: Session | None = None
 
     @classmethod
     def over_socket(cls, path: str, timeout: float = 30.0) -> ApiClient:
@@ -80,12 +97,36 @@ class ApiClient:
         self, method: str, path: str, model: type[M], body: dict[str, Any] | None = None
     ) -> M:
         try:
-            response = await self.http.request(method, PREFIX + path, json=body)
+            headers = {}
+            if self.session is not None:
+                headers["Authorization"] = f"Bearer {self.session.token}"
+            response = await self.http.request(method, path, json=body, headers=headers)
         except httpx.TransportError as exc:
             raise ApiError(0, f"cannot reach the box's management API: {exc}") from exc
         if response.status_code >= 400:
             raise _error(response)
         return model.model_validate(response.json())
+
+    # -- accounts ----------------------------------------------------------------------
+
+    async def welcome(self) -> Welcome:
+        return await self._call("GET", "/setup/welcome", Welcome)
+
+    async def login(self, login: str, password: str) -> Session:
+        body = {"login": login, "password": password}
+        self.session = await self._call("POST", "/auth/login", Session, body)
+        return self.session
+
+    async def bootstrap(self, login: str, password: str) -> Session:
+        """Create the first admin account (a new box, on the box itself), then log in."""
+        body = {"login": login, "password": password}
+        await self._call("POST", "/auth/bootstrap", _Account, body)
+        return await self.login(login, password)
+
+    async def create_admin(self, login: str, password: str) -> None:
+        """Another admin account (needs an admin's login)."""
+        body = {"login": login, "password": password, "role": "admin"}
+        await self._call("POST", "/accounts", _AccountCreated, body)
 
     # -- setup -------------------------------------------------------------------------
 
@@ -98,10 +139,6 @@ class ApiClient:
     async def set_system(self, hostname: str, timezone: str, ntp: list[str]) -> SetupState:
         body = {"hostname": hostname, "timezone": timezone, "ntp_servers": ntp}
         return await self._call("PUT", "/setup/system", SetupState, body)
-
-    async def create_admin(self, username: str, password: str) -> SetupState:
-        body = {"username": username, "password": password}
-        return await self._call("POST", "/setup/admin", SetupState, body)
 
     async def create_extensions(self, first: int, last: int) -> ExtensionRangeResult:
         body = {"first": first, "last": last}

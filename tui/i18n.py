@@ -66,6 +66,10 @@ EN: Final[dict[str, str]] = {
     "trial.confirmed": "Network settings kept and saved.",
     "trial.failed": "Could not apply; the previous settings are back.",
     "admin.intro": "The administrator signs in to the console and the web interface.",
+    "admin.another": "Add another administrator account.",
+    "admin.signed_in": "Created; the console is signed in as {login}.",
+    "step.login": "Sign in",
+    "login.sign_in": "Sign in",
     "admin.mismatch": "The two passwords differ.",
     "key.intro": "Recordings are encrypted to the site key. Without its backup they are lost "
     "if the box dies. Create it, export it protected by a passphrase, and keep the copy safe.",
@@ -186,6 +190,10 @@ RU: Final[dict[str, str]] = {
     "trial.confirmed": "Сетевые настройки оставлены и сохранены.",
     "trial.failed": "Не удалось применить; прежние настройки возвращены.",
     "admin.intro": "Администратор входит в консоль и веб-интерфейс.",
+    "admin.another": "Добавьте ещё одну учётную запись администратора.",
+    "admin.signed_in": "Создано; консоль вошла как {login}.",
+    "step.login": "Вход",
+    "login.sign_in": "Войти",
     "admin.mismatch": "Пароли не совпадают.",
     "key.intro": "Записи шифруются ключом площадки. Без резервной копии они пропадут "
     "вместе с устройством. Создайте ключ, выгрузите копию под парольной фразой и сохраните её.",

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from appliance.api import errors
 from appliance.api.accounts import AccountStore, LoginThrottle
 from appliance.api.config import ConfigService
+from appliance.api.console import console_routers
 from appliance.api.context import BoxContext
 from appliance.api.routers import (
     accounts,
@@ -44,6 +45,11 @@ TAGS = [
     {"name": "sync", "description": "metadata replication to the cloud"},
     {"name": "audit", "description": "the hash-chained audit log"},
     {"name": "config", "description": "the versioned configuration document"},
+    {"name": "setup", "description": "first-boot setup state (the setup console)"},
+    {"name": "network", "description": "network settings, tried and confirmed like netplan try"},
+    {"name": "keys", "description": "the site identity recordings are encrypted to (LAN only)"},
+    {"name": "pairing", "description": "pairing with the cloud cabinet"},
+    {"name": "overview", "description": "one read for the status console"},
 ]
 
 
@@ -84,6 +90,7 @@ def create_app(box: BoxContext) -> FastAPI:
         sync,
         audit,
         config,
+        *console_routers,
     ):
         app.include_router(module.router)
     return app

@@ -1,5 +1,5 @@
-"""A management app carrying only the console's endpoints, for `edgepbx setup --serve` and
-tests, until the full app factory of the management API (issue 6) mounts them itself."""
+"""Building the console's services for the management app, and serving the app for the console
+(`edgepbx serve-api`) until `edgepbx run` serves it with the rest of the box (issue 6)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,17 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from fastapi import FastAPI
 from pydantic import BaseModel
 
-from appliance.api.console import install_console_routers
 from appliance.api.console_deps import ConsoleServices
 from appliance.network.memory import MemoryBackend
 from appliance.network.netlink import NetlinkBackend
 from appliance.network.service import NetworkBackend, NetworkService
 from appliance.network.state import Link, NetState
-from appliance.setup.overview import OverviewProviders, OverviewService
 from appliance.setup.service import CloudPairing, NoCloudLink, SetupService
 from pbx.store import Store
 
+# the in-memory network of `--network memory` (a demo, and tests without root)
 DEMO_NETWORK = NetState(
     links=(
         Link(name="eth0", mac="52:54:00:12:34:56", carrier=True),
@@ -29,21 +27,20 @@ DEMO_NETWORK = NetState(
 )
 
 
-class ConsoleApiSettings(BaseModel):
+class ConsoleSettings(BaseModel):
     data_dir: Path
     network: Literal["netlink", "memory"] = "netlink"
     netns: str | None = None
     resolv_conf: Path = Path("/etc/resolv.conf")
-    realm: str = "edgepbx.local"
     check_timeout: float = 3.0
+    export_roots: tuple[Path, ...] = (Path("/media"), Path("/mnt"), Path("/run/media"))
 
 
-def build_services(
-    settings: ConsoleApiSettings,
+def build_console_services(
+    settings: ConsoleSettings,
     store: Store,
     pairing: CloudPairing | None = None,
     network_backend: NetworkBackend | None = None,
-    providers: OverviewProviders | None = None,
 ) -> ConsoleServices:
     backend: NetworkBackend
     if network_backend is not None:
@@ -53,12 +50,7 @@ def build_services(
     else:
         backend = NetlinkBackend(netns=settings.netns, resolv_conf=settings.resolv_conf)
     network = NetworkService(backend, settings.data_dir, settings.check_timeout)
-    setup = SetupService(settings.data_dir, store, settings.realm, pairing or NoCloudLink())
-    overview = OverviewService(settings.data_dir, store, setup, providers or OverviewProviders())
-    return ConsoleServices(network=network, setup=setup, overview=overview)
-
-
-def create_console_app(services: ConsoleServices) -> FastAPI:
-    app = FastAPI(title="edgepbx management API (console endpoints)", version="1")
-    install_console_routers(app, services)
-    return app
+    setup = SetupService(
+        settings.data_dir, store, pairing or NoCloudLink(), export_roots=settings.export_roots
+    )
+    return ConsoleServices(network=network, setup=setup)

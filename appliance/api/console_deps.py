@@ -1,5 +1,5 @@
-"""Dependencies of the console's routers: services from ``app.state.console``, so tests can
-hand in in-memory twins; and `refuse`, which answers like FastAPI's own validation errors."""
+"""Dependencies of the console's routers: their services from ``BoxContext.console`` (503 when
+the box runs without them), and `refuse`, which answers like FastAPI's validation errors."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Annotated, NoReturn
 
 from fastapi import Depends, HTTPException, Request
 
+from appliance.api.policy import box
 from appliance.network.config import NetworkConfigError
 from appliance.network.service import NetworkService
-from appliance.setup.overview import OverviewService
 from appliance.setup.service import SetupError, SetupService
 
 
@@ -18,11 +18,12 @@ from appliance.setup.service import SetupError, SetupService
 class ConsoleServices:
     network: NetworkService
     setup: SetupService
-    overview: OverviewService
 
 
 def _services(request: Request) -> ConsoleServices:
-    services: ConsoleServices = request.app.state.console
+    services = box(request).console
+    if services is None:
+        raise HTTPException(503, "network and setup services do not run in this process")
     return services
 
 
@@ -34,13 +35,8 @@ def _setup(request: Request) -> SetupService:
     return _services(request).setup
 
 
-def _overview(request: Request) -> OverviewService:
-    return _services(request).overview
-
-
 NetworkDep = Annotated[NetworkService, Depends(_network)]
 SetupDep = Annotated[SetupService, Depends(_setup)]
-OverviewDep = Annotated[OverviewService, Depends(_overview)]
 
 
 def refuse(exc: SetupError | NetworkConfigError, where: str = "body") -> NoReturn:

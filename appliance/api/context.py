@@ -20,6 +20,7 @@ from pbx.store import Clock
 
 if TYPE_CHECKING:
     from appliance.api.config import BoxConfig
+    from appliance.api.console_deps import ConsoleServices
     from appliance.api.recordings import RecordingLibrary
     from appliance.api.vault import IdentityVault
     from appliance.store import SqliteStore
@@ -141,6 +142,8 @@ class BoxContext:
     settings: ApiSettings = field(default_factory=ApiSettings)
     clock: Clock = time.time
     version: str = field(default_factory=box_version)
+    # network, setup state and pairing for the setup console (None: those endpoints answer 503)
+    console: ConsoleServices | None = None
 
     def all_alarms(self) -> Iterator[AlarmLike]:
         for source in self.alarm_sources:

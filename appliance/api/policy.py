@@ -66,6 +66,7 @@ class Permission(enum.Enum):
     SYNC_READ = "sync.read"
     ACCOUNTS_MANAGE = "accounts.manage"  # admin credentials are secrets of the box
     SELF = "self"  # any logged-in account: who am I, log out
+    KEYS_MANAGE = "keys.manage"  # the site identity recordings are encrypted to
 
 
 # The lowest role that holds each permission.
@@ -89,6 +90,7 @@ MINIMUM_ROLE: dict[Permission, Role] = {
     Permission.SYNC_READ: Role.VIEWER,
     Permission.ACCOUNTS_MANAGE: Role.ADMIN,
     Permission.SELF: Role.VIEWER,
+    Permission.KEYS_MANAGE: Role.ADMIN,
 }
 
 # Never granted to the cloud origin.
@@ -100,6 +102,7 @@ LAN_ONLY = frozenset(
         Permission.RECORDINGS_PLAY,
         Permission.RECORDINGS_DELETE,
         Permission.ACCOUNTS_MANAGE,
+        Permission.KEYS_MANAGE,
     }
 )
 

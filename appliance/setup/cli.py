@@ -1,4 +1,4 @@
-"""`edgepbx setup`, `edgepbx console-api` and `edgepbx network` (see appliance/cli.py)."""
+"""`edgepbx setup`, `edgepbx serve-api` and `edgepbx network` (see appliance/cli.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 
 import uvicorn
 
-from appliance.api.console_app import ConsoleApiSettings, build_services, create_console_app
+from appliance.api import BoxContext, create_app
+from appliance.api.console_app import ConsoleSettings as ServiceSettings
+from appliance.api.console_app import build_console_services
 from appliance.network.netlink import NetlinkBackend, NetworkApplyError
 from appliance.network.plan import describe, plan
 from appliance.network.service import NetworkService
@@ -21,7 +23,7 @@ from tui.client import ApiClient
 def run_setup_command(args: argparse.Namespace) -> int:
     if args.command == "setup":
         return _console(args)
-    if args.command == "console-api":
+    if args.command == "serve-api":
         return _serve(args)
     return _network(args)
 
@@ -39,9 +41,9 @@ def _console(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     data: Path = args.data
     data.mkdir(parents=True, exist_ok=True)
-    settings = ConsoleApiSettings(data_dir=data, network=args.network, netns=args.netns)
+    settings = ServiceSettings(data_dir=data, network=args.network, netns=args.netns)
     store = open_store(data)
-    app = create_console_app(build_services(settings, store))
+    app = create_app(BoxContext(store=store, console=build_console_services(settings, store)))
     try:
         if args.socket is not None:
             args.socket.unlink(missing_ok=True)

@@ -6,9 +6,7 @@ files of mode 0600 (the admin's password hash, the site identity) and are never 
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import json
 import os
 import re
 import secrets
@@ -31,7 +29,6 @@ from appliance.setup.age_keys import encrypt_with_passphrase, new_identity
 from pbx.store import AlreadyExists, Extension, Store
 
 STATE_FILE = "setup.json"
-ADMIN_FILE = "admin.json"
 IDENTITY_FILE = "site-identity.txt"
 MAX_RANGE = 500
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
@@ -97,7 +94,6 @@ def generate_password(length: int = 12) -> str:
 class SetupService:
     data_dir: Path
     store: Store
-    realm: str
     pairing: CloudPairing
     export_roots: tuple[Path, ...] = ()  # where an identity may be exported (plus data/exports)
 
@@ -137,16 +133,6 @@ class SetupService:
 
     def set_network_confirmed(self) -> SetupState:
         return self._update(network_confirmed=True)
-
-    # -- admin -------------------------------------------------------------------------
-
-    def create_admin(self, username: str, password: str) -> SetupState:
-        salt = secrets.token_bytes(16)
-        digest = hashlib.scrypt(password.encode(), salt=salt, n=1 << 14, r=8, p=1, dklen=32)
-        record = {"username": username, "scrypt": {"n": 1 << 14, "r": 8, "p": 1}}
-        record |= {"salt": salt.hex(), "hash": digest.hex()}
-        _write_private(self.data_dir / ADMIN_FILE, json.dumps(record).encode())
-        return self._update(admin_user=username)
 
     # -- the site key for recordings ---------------------------------------------------
 
@@ -188,7 +174,7 @@ class SetupService:
 
     # -- extensions --------------------------------------------------------------------
 
-    def create_extension_range(self, first: int, last: int) -> ExtensionRangeResult:
+    def create_extension_range(self, first: int, last: int, realm: str) -> ExtensionRangeResult:
         if last < first:
             raise SetupError("last", f"{last} is below the first number {first}")
         if last - first + 1 > MAX_RANGE:
@@ -204,9 +190,9 @@ class SetupService:
             except AlreadyExists:  # created meanwhile by another admin: keep going
                 continue
             password = generate_password()
-            self.store.directory.set_password(number, password, self.realm)
+            self.store.directory.set_password(number, password, realm)
             created.append(CreatedExtension(number=number, password=password))
-        sheet = self._sheet(created)
+        sheet = self._sheet(created, realm)
         exports = self.data_dir / "exports"
         exports.mkdir(exist_ok=True)
         sheet_path = exports / f"extensions-{first}-{last}.txt"
@@ -214,12 +200,12 @@ class SetupService:
         self._update(extensions=sorted({*self.state().extensions, *numbers}, key=int))
         return ExtensionRangeResult(extensions=created, sheet_path=str(sheet_path), sheet=sheet)
 
-    def _sheet(self, created: list[CreatedExtension]) -> str:
+    def _sheet(self, created: list[CreatedExtension], realm: str) -> str:
         state = self.state()
         host = state.hostname or "edgepbx"
         lines = [
             f"edgepbx phone accounts - {host}",
-            f"SIP server: {host}   domain/realm: {self.realm}",
+            f"SIP server: {host}   domain/realm: {realm}",
             "",
             f"{'extension':<12}{'user':<12}password",
             "-" * 40,
@@ -230,10 +216,10 @@ class SetupService:
 
     # -- finish ------------------------------------------------------------------------
 
-    def finish(self) -> FinishResult:
+    def finish(self, has_admin: bool) -> FinishResult:
         state = self.state()
         missing = []
-        if not state.admin_user:
+        if not has_admin:
             missing.append("admin account")
         if not state.hostname:
             missing.append("host name and time zone")

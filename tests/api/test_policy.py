@@ -183,6 +183,7 @@ PUBLIC = {
     ("GET", "/system/health"),
     ("POST", "/auth/login"),
     ("POST", "/auth/bootstrap"),
+    ("GET", "/setup/welcome"),  # the console's first question: a new box, and its language
 }
 
 

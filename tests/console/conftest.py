@@ -11,4 +11,4 @@ from support.console import ConsoleEnv, make_env
 async def env(tmp_path: Path) -> AsyncIterator[ConsoleEnv]:
     e = make_env(tmp_path / "data")
     yield e
-    await e.client.aclose()
+    await e.close()

@@ -8,21 +8,60 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support.console import ConsoleEnv, register_phone
+from support.api import cloud
+from support.console import ADMIN, ConsoleEnv, register_phone
 
 from appliance.setup.service import IDENTITY_FILE
 from tui.client import ApiClient, ApiError
 
 
-async def test_setup_flow_through_the_api(env: ConsoleEnv) -> None:
+@pytest.fixture
+async def admin(env: ConsoleEnv) -> ConsoleEnv:
+    await env.client.bootstrap(*ADMIN)
+    return env
+
+
+async def test_first_boot_welcome_bootstrap_and_login(env: ConsoleEnv) -> None:
+    c = env.client
+    welcome = await c.welcome()
+    assert welcome.first_boot and welcome.language == "en"
+    with pytest.raises(ApiError) as err:
+        await c.setup_state()
+    assert err.value.status == 401
+    session = await c.bootstrap(*ADMIN)
+    assert session.role == "admin"
+    assert not (await c.welcome()).first_boot
+    assert (await c.setup_state()).admin_user == "admin"
+    with pytest.raises(ApiError) as err:
+        await c.bootstrap("second", "another long password")
+    assert err.value.status == 409
+
+
+async def test_keys_never_over_the_cloud_link(admin: ConsoleEnv) -> None:
+    token = admin.client.session.token  # type: ignore[union-attr]
+    via_cloud = ApiClient.in_process(cloud(admin.app))
+    via_cloud.session = admin.client.session
+    for call in (via_cloud.create_identity(), via_cloud.confirm_backup()):
+        with pytest.raises(ApiError) as err:
+            await call
+        assert err.value.status == 403 and "never allowed over the cloud link" in str(err.value)
+    with pytest.raises(ApiError) as err:
+        await via_cloud.create_extensions(101, 102)  # generated passwords are LAN only
+    assert err.value.status == 403
+    assert (await via_cloud.setup_state()).recipient is None  # reading the state is allowed
+    await via_cloud.aclose()
+    denied = admin.store.audit.events(action="policy.denied", limit=10)
+    assert len(denied) == 3 and token not in repr(denied)
+
+
+async def test_setup_flow_through_the_api(admin: ConsoleEnv) -> None:
+    env = admin
     c = env.client
     assert (await c.setup_state()).completed is False
     assert (await c.set_language("ru")).language == "ru"
     state = await c.set_system("pbx-office1", "Europe/Moscow", ["pool.ntp.org", "192.168.1.1"])
     assert (state.hostname, state.timezone) == ("pbx-office1", "Europe/Moscow")
-    assert (await c.create_admin("admin", "correct horse battery")).admin_user == "admin"
-    assert oct((env.data_dir / "admin.json").stat().st_mode & 0o777) == "0o600"
-    assert "correct horse" not in (env.data_dir / "admin.json").read_text()
+    assert (await c.welcome()).language == "ru"
     finish = await c.finish()
     assert finish.completed is False and finish.missing == ["recording key"]
 
@@ -36,22 +75,24 @@ async def test_setup_flow_through_the_api(env: ConsoleEnv) -> None:
     ],
 )
 async def test_system_refused_with_field(
-    env: ConsoleEnv, call: tuple[str, str, list[str]], field: str, words: str
+    admin: ConsoleEnv, call: tuple[str, str, list[str]], field: str, words: str
 ) -> None:
     with pytest.raises(ApiError) as err:
-        await env.client.set_system(*call)
+        await admin.client.set_system(*call)
     assert err.value.status == 422
     assert words in err.value.fields[field]
-    assert (await env.client.setup_state()).hostname is None  # nothing changed
+    assert (await admin.client.setup_state()).hostname is None  # nothing changed
 
 
-async def test_admin_password_too_short(env: ConsoleEnv) -> None:
+async def test_first_admin_password_too_short(env: ConsoleEnv) -> None:
     with pytest.raises(ApiError) as err:
-        await env.client.create_admin("admin", "short")
+        await env.client.bootstrap("admin", "short")
     assert "password" in err.value.fields
+    assert (await env.client.welcome()).first_boot
 
 
-async def test_site_identity_export_decrypts_with_age(env: ConsoleEnv, tmp_path: Path) -> None:
+async def test_site_identity_export_decrypts_with_age(admin: ConsoleEnv, tmp_path: Path) -> None:
+    env = admin
     c = env.client
     created = await c.create_identity()
     assert created.created and created.recipient.startswith("age1")
@@ -92,7 +133,8 @@ async def test_site_identity_export_decrypts_with_age(env: ConsoleEnv, tmp_path:
     assert plain == b"call audio"
 
 
-async def test_extension_range_with_sheet(env: ConsoleEnv) -> None:
+async def test_extension_range_with_sheet(admin: ConsoleEnv) -> None:
+    env = admin
     result = await env.client.create_extensions(101, 120)
     assert [e.number for e in result.extensions] == [str(n) for n in range(101, 121)]
     assert len({e.password for e in result.extensions}) == 20
@@ -101,6 +143,7 @@ async def test_extension_range_with_sheet(env: ConsoleEnv) -> None:
     assert all(f"{e.number:<12}{e.number:<12}{e.password}" in sheet for e in result.extensions)
     assert env.store.directory.get("120") is not None
     assert env.store.directory.ha1("101", "MD5") is not None
+    assert env.store.audit.events(action="extension.range_created", limit=5)
     with pytest.raises(ApiError) as err:
         await env.client.create_extensions(118, 125)
     assert err.value.status == 409 and "118, 119, 120" in err.value.fields["first"]
@@ -109,7 +152,8 @@ async def test_extension_range_with_sheet(env: ConsoleEnv) -> None:
     assert "below" in err.value.fields["last"]
 
 
-async def test_pairing(env: ConsoleEnv) -> None:
+async def test_pairing(admin: ConsoleEnv) -> None:
+    env = admin
     with pytest.raises(ApiError) as err:
         await env.client.pair("12")
     assert "code" in err.value.fields
@@ -117,7 +161,8 @@ async def test_pairing(env: ConsoleEnv) -> None:
     assert (await env.client.pairing()).cabinet == "cabinet.example"
 
 
-async def test_network_try_confirm_and_refusals(env: ConsoleEnv) -> None:
+async def test_network_try_confirm_and_refusals(admin: ConsoleEnv) -> None:
+    env = admin
     view = await env.client.network()
     assert [x.name for x in view.links] == ["eth0", "eth1"]
     assert view.links[0].mac == "52:54:00:12:34:56"
@@ -150,7 +195,8 @@ async def test_network_try_confirm_and_refusals(env: ConsoleEnv) -> None:
     assert "no interface wlan0" in err.value.fields["interfaces.0.name"]
 
 
-async def test_overview(env: ConsoleEnv) -> None:
+async def test_overview(admin: ConsoleEnv) -> None:
+    env = admin
     register_phone(env.store, "101")
     register_phone(env.store, "102", "baresip")
     overview = await env.client.overview()
@@ -159,6 +205,7 @@ async def test_overview(env: ConsoleEnv) -> None:
     assert overview.sync_lag_seconds is None
     assert 0 <= overview.disk_used_percent <= 100
     assert any(a.text == "setup not finished" for a in overview.alarms)
+    assert overview.phones[0].user_agent == "Yealink SIP-T46U"
 
 
 async def test_unreachable_api_is_a_clear_error() -> None:

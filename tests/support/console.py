@@ -1,4 +1,5 @@
-"""The real console endpoints in process: FastAPI app, in-memory store and network twins."""
+"""The real management app in process for console tests: SQLite store on disk, the console's
+services with the in-memory network twin, and the typed client the console uses."""
 
 from __future__ import annotations
 
@@ -6,20 +7,21 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.api.console_app import (
-    DEMO_NETWORK,
-    ConsoleApiSettings,
-    build_services,
-    create_console_app,
-)
+from fastapi import FastAPI
+
+from appliance.api import BoxContext, create_app
+from appliance.api.console_app import DEMO_NETWORK, ConsoleSettings, build_console_services
 from appliance.api.console_deps import ConsoleServices
+from appliance.api.context import ActiveCallView
 from appliance.api.schemas.setup import PairingState
 from appliance.network.memory import MemoryBackend
-from appliance.setup.overview import OverviewProviders
-from pbx.store import Binding, Extension, MemoryStore
+from appliance.store import SqliteStore, open_store
+from pbx.store import Binding, Extension, Store
+from support.api import FAST
 from tui.client import ApiClient
 
 NOW = 1_800_000_000.0
+ADMIN = ("admin", "correct horse battery")
 
 
 class LinkPairing:
@@ -39,27 +41,48 @@ class LinkPairing:
         return self._state
 
 
+class TwoCalls:
+    """The SIP core's call list as the API sees it: two calls up."""
+
+    def active(self) -> list[ActiveCallView]:
+        return [
+            ActiveCallView(f"c{n}", "101", "Alice", "102", "102", "answered", NOW, NOW, "PCMU")
+            for n in range(2)
+        ]
+
+    async def hangup(self, call_id: str) -> bool:
+        return False
+
+
 @dataclass
 class ConsoleEnv:
     data_dir: Path
-    store: MemoryStore
+    store: SqliteStore
     backend: MemoryBackend
     services: ConsoleServices
+    app: FastAPI
     client: ApiClient
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        self.store.close()
 
 
 def make_env(data_dir: Path, reachable: set[str] | None = None) -> ConsoleEnv:
-    store = MemoryStore(clock=lambda: NOW)
+    store = open_store(data_dir, clock=lambda: NOW)
     gateways = None if reachable is None else frozenset(map(ipaddress.ip_address, reachable))
     backend = MemoryBackend(DEMO_NETWORK, reachable=gateways)
-    settings = ConsoleApiSettings(data_dir=data_dir, network="memory", check_timeout=0.1)
-    providers = OverviewProviders(active_calls=lambda: 2, clock=lambda: NOW)
-    services = build_services(settings, store, LinkPairing(), backend, providers)
-    client = ApiClient.in_process(create_console_app(services))
-    return ConsoleEnv(data_dir, store, backend, services, client)
+    settings = ConsoleSettings(data_dir=data_dir, network="memory", check_timeout=0.1)
+    services = build_console_services(settings, store, LinkPairing(), backend)
+    ctx = BoxContext(
+        store=store, settings=FAST, clock=lambda: NOW, calls=TwoCalls(), console=services
+    )
+    app = create_app(ctx)
+    client = ApiClient.in_process(app)
+    return ConsoleEnv(data_dir, store, backend, services, app, client)
 
 
-def register_phone(store: MemoryStore, number: str, agent: str = "Yealink SIP-T46U") -> None:
+def register_phone(store: Store, number: str, agent: str = "Yealink SIP-T46U") -> None:
     if store.directory.get(number) is None:
         store.directory.create(Extension(number=number, display_name=number))
     store.bindings.put(

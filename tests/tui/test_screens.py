@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from support.console import ConsoleEnv, make_env, register_phone
+from support.console import ADMIN, ConsoleEnv, make_env, register_phone
 from support.pilot import press, static_text, type_into, until
 from textual.widgets import Checkbox, DataTable, Input
 
@@ -18,6 +18,7 @@ from tui.screens.wizard import (
     ExtensionsStep,
     KeyStep,
     LanguageStep,
+    LoginScreen,
     NetworkStep,
     PairingStep,
     SummaryStep,
@@ -33,6 +34,13 @@ def _app(env: ConsoleEnv, **settings: object):  # type: ignore[no-untyped-def]
 
 
 async def _goto(pilot, screen_type) -> None:  # type: ignore[no-untyped-def]
+    """A step on its own, with the console logged in as the admin."""
+    client = pilot.app.client
+    if client.session is None:
+        if (await client.welcome()).first_boot:
+            await client.bootstrap(*ADMIN)
+        else:
+            await client.login(*ADMIN)
     await pilot.app.switch_screen(screen_type())
     await until(pilot, lambda: isinstance(pilot.app.screen, screen_type), screen_type.__name__)
     await pilot.pause()
@@ -45,11 +53,16 @@ async def test_language_step_switches_to_russian(env: ConsoleEnv) -> None:
         assert "Language  (1/8)" in static_text(pilot, "#title")
         await pilot.click("#lang-ru")
         await until(pilot, lambda: "Язык" in static_text(pilot, "#title"), "Russian title")
-        assert (await env.client.setup_state()).language == "ru"
         assert str(app.screen.query_one("#next").label) == "Далее"
+        await pilot.press("pagedown")
+        await until(pilot, lambda: isinstance(app.screen, AdminStep), "admin step")
+        assert "Администратор  (2/8)" in static_text(pilot, "#title")
+        await type_into(pilot, "#password", ADMIN[1])
+        await type_into(pilot, "#password2", ADMIN[1])
         await pilot.press("pagedown")
         await until(pilot, lambda: isinstance(app.screen, NetworkStep), "network step")
         assert "Сеть" in static_text(pilot, "#title")
+        assert (await env.client.setup_state()).language == "ru"  # sent once logged in
 
 
 async def _static_network(pilot, address: str, gateway: str) -> None:  # type: ignore[no-untyped-def]
@@ -100,7 +113,7 @@ async def test_network_step_rolls_back_when_the_gateway_is_silent(tmp_path: Path
         await until(pilot, lambda: "Rolled back" in static_text(pilot, "#trial"), "rolled back")
         assert "192.168.1.1 did not answer" in static_text(pilot, "#trial")
         assert env.backend.state.link("eth0").addresses == frozenset()  # type: ignore[union-attr]
-    await env.client.aclose()
+    await env.close()
 
 
 async def test_system_step(env: ConsoleEnv) -> None:
@@ -113,7 +126,7 @@ async def test_system_step(env: ConsoleEnv) -> None:
         await type_into(pilot, "#hostname", "pbx-office1")
         await type_into(pilot, "#timezone", "Europe/Moscow")
         await pilot.press("pagedown")
-        await until(pilot, lambda: isinstance(app.screen, AdminStep), "admin step")
+        await until(pilot, lambda: isinstance(app.screen, KeyStep), "key step")
         state = await env.client.setup_state()
         assert (state.hostname, state.timezone, state.ntp_servers) == (
             "pbx-office1",
@@ -122,23 +135,31 @@ async def test_system_step(env: ConsoleEnv) -> None:
         )
 
 
-async def test_admin_step(env: ConsoleEnv) -> None:
+async def test_admin_step_creates_the_first_admin_and_signs_in(env: ConsoleEnv) -> None:
     app = _app(env)
     async with app.run_test(size=SIZE) as pilot:
-        await _goto(pilot, AdminStep)
-        await type_into(pilot, "#password", "correct horse battery")
-        await type_into(pilot, "#password2", "correct horse batterY")
+        await until(pilot, lambda: isinstance(app.screen, LanguageStep), "language step")
+        await pilot.press("pagedown")
+        await until(pilot, lambda: isinstance(app.screen, AdminStep), "admin step")
+        await type_into(pilot, "#password", "horse battery 1")
+        await type_into(pilot, "#password2", "horse battery 2")
         await pilot.press("pagedown")
         assert "differ" in static_text(pilot, "#error")
         await type_into(pilot, "#password", "short")
         await type_into(pilot, "#password2", "short")
         await pilot.press("pagedown")
         await until(pilot, lambda: "Password:" in static_text(pilot, "#error"), "too short")
-        await type_into(pilot, "#password", "correct horse battery")
-        await type_into(pilot, "#password2", "correct horse battery")
+        await type_into(pilot, "#password", ADMIN[1])
+        await type_into(pilot, "#password2", ADMIN[1])
         await pilot.press("pagedown")
-        await until(pilot, lambda: isinstance(app.screen, KeyStep), "key step")
+        await until(pilot, lambda: isinstance(app.screen, NetworkStep), "network step")
+        assert app.client.session is not None and app.client.session.login == "admin"
         assert (await env.client.setup_state()).admin_user == "admin"
+        await pilot.press("pageup")  # back: the account exists, Next just goes on
+        await until(pilot, lambda: isinstance(app.screen, AdminStep), "admin again")
+        assert "signed in as admin" in static_text(pilot, "#signed_in")
+        await pilot.press("pagedown")
+        await until(pilot, lambda: isinstance(app.screen, NetworkStep), "network again")
 
 
 async def test_key_step(env: ConsoleEnv) -> None:
@@ -200,19 +221,28 @@ async def test_summary_refuses_until_complete(env: ConsoleEnv) -> None:
         assert str(app.screen.query_one("#next").label) == "Apply"
         await pilot.press("pagedown")
         await until(pilot, lambda: "Still missing" in static_text(pilot, "#error"), "missing")
-        assert "administrator, host name and time zone, recording key" in static_text(
-            pilot, "#error"
-        )
+        assert "host name and time zone, recording key" in static_text(pilot, "#error")
 
 
 async def _complete_setup(env: ConsoleEnv) -> None:
+    await env.client.bootstrap(*ADMIN)
+    await _complete_setup_logged_in(env)
+
+
+async def _complete_setup_logged_in(env: ConsoleEnv) -> None:
     c = env.client
     await c.set_system("pbx-office1", "Europe/Moscow", ["pool.ntp.org"])
-    await c.create_admin("admin", "correct horse battery")
     await c.create_identity()
     await c.export_identity("a long passphrase", str(env.data_dir / "exports"))
     await c.confirm_backup()
     assert (await c.finish()).completed
+    c.session = None  # the console starts logged out
+
+
+async def _login(pilot) -> None:  # type: ignore[no-untyped-def]
+    await until(pilot, lambda: isinstance(pilot.app.screen, LoginScreen), "login screen")
+    await type_into(pilot, "#password", ADMIN[1])
+    await pilot.press("enter")
 
 
 async def test_status_console_live_and_keys(env: ConsoleEnv) -> None:
@@ -220,6 +250,7 @@ async def test_status_console_live_and_keys(env: ConsoleEnv) -> None:
     register_phone(env.store, "101")
     app = _app(env)
     async with app.run_test(size=SIZE) as pilot:
+        await _login(pilot)
         await until(pilot, lambda: isinstance(app.screen, StatusScreen), "status")
         phones = app.screen.query_one("#phones", DataTable)
         await until(pilot, lambda: phones.row_count == 1, "one phone")
@@ -247,10 +278,13 @@ async def test_status_console_live_and_keys(env: ConsoleEnv) -> None:
 
 
 async def test_status_console_in_russian(env: ConsoleEnv) -> None:
-    await _complete_setup(env)
+    await env.client.bootstrap(*ADMIN)
     await env.client.set_language("ru")
+    await _complete_setup_logged_in(env)
     app = _app(env)
     async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: "Вход" in static_text(pilot, "#title"), "Russian login")
+        await _login(pilot)
         await until(pilot, lambda: isinstance(app.screen, StatusScreen), "status")
         await until(pilot, lambda: "Активные звонки: 2" in static_text(pilot, "#calls"), "ru")
         assert "не настроена" in static_text(pilot, "#sync")

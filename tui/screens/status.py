@@ -93,7 +93,7 @@ class StatusScreen(Screen[None]):
             f"edgepbx · {o.hostname or '-'} · {self.t('status.title')}"
         )
         self.query_one("#calls", Static).update(
-            f"{self.t('status.calls')}: {o.active_calls}\n"
+            f"{self.t('status.calls')}: {'-' if o.active_calls is None else o.active_calls}\n"
             f"{self.t('status.registered')}: {len(o.phones)}"
         )
         lag = (

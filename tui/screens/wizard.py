@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from textual.app import ComposeResult
-from textual.containers import Horizontal
+from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import (
     Button,
     Checkbox,
@@ -43,13 +43,15 @@ class LanguageStep(StepScreen):
     async def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
         code: Language = "ru" if event.pressed.id == "lang-ru" else "en"
         if code != self.console.language:
-            await self.client.set_language(code)
             self.console.language = code
+            if self.client.session is not None:  # before the first login it is sent later
+                await self.client.set_language(code)
             await self.recompose()
             self.query_one(RadioSet).focus()
 
     async def submit(self) -> bool:
-        await self.client.set_language(self.console.language)
+        if self.client.session is not None:
+            await self.client.set_language(self.console.language)
         return True
 
 
@@ -191,30 +193,40 @@ class SystemStep(StepScreen):
 
 
 class AdminStep(StepScreen):
+    """In the wizard: the box's first admin account (then the console is logged in as it).
+    From the status console: another admin account."""
+
     KEY = "step.admin"
-    FIELD_INPUTS: ClassVar[dict[str, str]] = {"username": "username", "password": "password"}
+    FIELD_INPUTS: ClassVar[dict[str, str]] = {"login": "username", "password": "password"}
 
     def body(self) -> ComposeResult:
-        yield Static(self.t("admin.intro"))
+        yield Static(self.t("admin.intro" if not self.single else "admin.another"))
         yield from _field(self.t("field.username"), "username", value="admin")
         yield from _field(self.t("field.password"), "password", password=True)
         yield from _field(self.t("field.password2"), "password2", password=True)
+        yield Static("", id="signed_in")
 
     async def load(self) -> None:
-        state = await self.client.setup_state()
-        if state.admin_user:
-            self.query_one("#username", Input).value = state.admin_user
+        session = self.client.session
+        if session is not None and not self.single:
+            self.query_one("#signed_in", Static).update(
+                self.t("admin.signed_in", login=session.login)
+            )
+            self.query_one("#username", Input).value = session.login
         self.query_one("#password", Input).focus()
-
-    def can_skip(self) -> bool:
-        return self.single
 
     async def submit(self) -> bool:
         v = {w.id: w.value for w in self.query(Input)}
+        if self.client.session is not None and not self.single and not v["password"]:
+            return True  # created already (Back from a later step)
         if v["password"] != v["password2"]:
             self.show_error(self.t("admin.mismatch"))
             return False
-        await self.client.create_admin(v["username"].strip(), v["password"])
+        if self.single:
+            await self.client.create_admin(v["username"].strip(), v["password"])
+        else:
+            await self.client.bootstrap(v["username"].strip(), v["password"])
+            await self.client.set_language(self.console.language)
         return True
 
 
@@ -376,3 +388,34 @@ class SummaryStep(StepScreen):
             self.show_error(self.t("summary.missing", missing=missing))
             return False
         return True
+
+
+class LoginScreen(StepScreen):
+    """A box that is set up already: the console logs in before it shows anything."""
+
+    KEY = "step.login"
+    FIELD_INPUTS: ClassVar[dict[str, str]] = {"login": "username", "password": "password"}
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"edgepbx · {self.t(self.KEY)}", id="title")
+        with VerticalScroll(id="body"):
+            yield from _field(self.t("field.username"), "username", value="admin")
+            yield from _field(self.t("field.password"), "password", password=True)
+        yield Static("", id="error")
+        with Horizontal(id="nav"):
+            yield Button(self.t("login.sign_in"), id="next", variant="primary")
+
+    async def load(self) -> None:
+        self.query_one("#password", Input).focus()
+
+    async def submit(self) -> bool:
+        v = {w.id: w.value for w in self.query(Input)}
+        await self.client.login(v["username"].strip(), v["password"])
+        return True
+
+    async def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if event.input.id == "password":
+            await self.action_next()
+        else:
+            self.focus_next()

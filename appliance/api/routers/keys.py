@@ -1,36 +1,50 @@
 """The site identity that recordings are encrypted to: create, export protected, confirm backup.
 
-The identity itself never leaves through the API; only its recipient and a passphrase-protected
-copy written to a removable disk do.
+LAN only: the identity never leaves through the API; only its recipient, and a
+passphrase-protected copy written to a removable disk on the box, do.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 
 from appliance.api.console_deps import SetupDep, refuse
+from appliance.api.errors import AUTH, responses
+from appliance.api.policy import Permission, Principal, audit, require
 from appliance.api.schemas.setup import ExportBody, ExportInfo, IdentityInfo, SetupState
 from appliance.setup.service import SetupError
 
 router = APIRouter(prefix="/keys/site-identity", tags=["keys"])
 
-
-@router.post("")
-def create_identity(setup: SetupDep) -> IdentityInfo:
-    return setup.create_identity()
+Keys = Annotated[Principal, Depends(require(Permission.KEYS_MANAGE))]
 
 
-@router.post("/export")
-def export_identity(body: ExportBody, setup: SetupDep) -> ExportInfo:
+@router.post("", response_model=IdentityInfo, responses=responses(*AUTH))
+def create_identity(request: Request, setup: SetupDep, who: Keys) -> IdentityInfo:
+    """Create the site identity once; later calls return its recipient (never a new key)."""
+    info = setup.create_identity()
+    if info.created:
+        audit(request, who.login, "keys.identity_created", info.recipient)
+    return info
+
+
+@router.post("/export", response_model=ExportInfo, responses=responses(*AUTH, 409, 422))
+def export_identity(request: Request, body: ExportBody, setup: SetupDep, who: Keys) -> ExportInfo:
     try:
-        return setup.export_identity(body.passphrase, body.directory)
+        info = setup.export_identity(body.passphrase, body.directory)
     except SetupError as exc:
         refuse(exc)
+    audit(request, who.login, "keys.identity_exported", info.path)
+    return info
 
 
-@router.post("/backup-confirmed")
-def confirm_backup(setup: SetupDep) -> SetupState:
+@router.post("/backup-confirmed", response_model=SetupState, responses=responses(*AUTH, 409))
+def confirm_backup(request: Request, setup: SetupDep, who: Keys) -> SetupState:
     try:
-        return setup.confirm_backup()
+        state = setup.confirm_backup()
     except SetupError as exc:
         refuse(exc)
+    audit(request, who.login, "keys.backup_confirmed")
+    return state

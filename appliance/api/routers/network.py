@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 
 from appliance.api.console_deps import NetworkDep, SetupDep, refuse
+from appliance.api.errors import AUTH, responses
+from appliance.api.policy import Permission, Principal, audit, require
 from appliance.api.schemas.setup import LinkInfo, NetworkView, RouteInfo, TrialInfo, TryBody
 from appliance.network.config import NetworkConfigError
 from appliance.network.service import TrialStatus
 
 router = APIRouter(prefix="/network", tags=["network"])
+
+Reader = Annotated[Principal, Depends(require(Permission.CONFIG_READ))]
+Writer = Annotated[Principal, Depends(require(Permission.CONFIG_WRITE))]
 
 
 def _trial(status: TrialStatus) -> TrialInfo:
@@ -21,8 +28,8 @@ def _trial(status: TrialStatus) -> TrialInfo:
     )
 
 
-@router.get("")
-async def get_network(network: NetworkDep) -> NetworkView:
+@router.get("", response_model=NetworkView, responses=responses(*AUTH))
+async def get_network(network: NetworkDep, _: Reader) -> NetworkView:
     state = await network.read_state()
     saved = network.saved()
     return NetworkView(
@@ -50,24 +57,33 @@ async def get_network(network: NetworkDep) -> NetworkView:
     )
 
 
-@router.post("/try")
-async def try_network(body: TryBody, network: NetworkDep) -> TrialInfo:
+@router.post("/try", response_model=TrialInfo, responses=responses(*AUTH, 422))
+async def try_network(
+    request: Request, body: TryBody, network: NetworkDep, who: Writer
+) -> TrialInfo:
     """Apply; unless the gateway answers and `confirm` follows in time, the old state returns."""
     try:
         config = await network.validate(body.config)
     except NetworkConfigError as exc:
         refuse(exc, "config")
-    return _trial(await network.try_apply(config, body.confirm_within))
+    trial = _trial(await network.try_apply(config, body.confirm_within))
+    audit(request, who.login, "network.try", trial.outcome, {"message": trial.message})
+    return trial
 
 
-@router.post("/confirm")
-async def confirm_network(network: NetworkDep, setup: SetupDep) -> TrialInfo:
+@router.post("/confirm", response_model=TrialInfo, responses=responses(*AUTH))
+async def confirm_network(
+    request: Request, network: NetworkDep, setup: SetupDep, who: Writer
+) -> TrialInfo:
     status = await network.confirm()
     if status.outcome == "confirmed":
         setup.set_network_confirmed()
+        audit(request, who.login, "network.confirmed")
     return _trial(status)
 
 
-@router.post("/revert")
-async def revert_network(network: NetworkDep) -> TrialInfo:
-    return _trial(await network.revert())
+@router.post("/revert", response_model=TrialInfo, responses=responses(*AUTH))
+async def revert_network(request: Request, network: NetworkDep, who: Writer) -> TrialInfo:
+    trial = _trial(await network.revert())
+    audit(request, who.login, "network.reverted", trial.outcome)
+    return trial

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 
 from appliance.api.console_deps import SetupDep
+from appliance.api.errors import AUTH, responses
+from appliance.api.policy import Permission, Principal, audit, require
 from appliance.api.schemas.setup import PairBody, PairingState
 
 router = APIRouter(prefix="/pairing", tags=["pairing"])
 
 
-@router.get("")
-def get_pairing(setup: SetupDep) -> PairingState:
+@router.get("", response_model=PairingState, responses=responses(*AUTH))
+def get_pairing(
+    setup: SetupDep, _: Annotated[Principal, Depends(require(Permission.CONFIG_READ))]
+) -> PairingState:
     return setup.state().pairing
 
 
-@router.post("")
-def post_pairing(body: PairBody, setup: SetupDep) -> PairingState:
-    return setup.pair(body.code)
+@router.post("", response_model=PairingState, responses=responses(*AUTH, 422))
+def post_pairing(
+    request: Request,
+    body: PairBody,
+    setup: SetupDep,
+    who: Annotated[Principal, Depends(require(Permission.CONFIG_WRITE))],
+) -> PairingState:
+    state = setup.pair(body.code)
+    audit(request, who.login, "pairing.attempt", state.state)  # the code itself is not kept
+    return state

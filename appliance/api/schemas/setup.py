@@ -51,9 +51,11 @@ class SystemBody(_Body):
     ntp_servers: list[str] = Field(default=[], max_length=8)
 
 
-class AdminBody(_Body):
-    username: str = Field(min_length=1, max_length=32, pattern=r"^[a-z_][a-z0-9_.-]*$")
-    password: str = Field(min_length=10, max_length=256)
+class Welcome(_Body):
+    """Public: what the console asks before anyone has logged in."""
+
+    first_boot: bool  # no account exists yet: the wizard creates the first admin
+    language: Language
 
 
 class IdentityInfo(_Body):
@@ -160,12 +162,13 @@ class Gateway(_Body):
 class Alarm(_Body):
     severity: Literal["info", "warning", "critical"]
     text: str
+    source: str = "setup"
 
 
 class Overview(_Body):
     hostname: str | None
     phones: list[Phone]
-    active_calls: int
+    active_calls: int | None  # None: the SIP core does not run in this process
     gateways: list[Gateway]
     sync_lag_seconds: float | None  # None: sync not configured on this box
     disk_used_percent: float
