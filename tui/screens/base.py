@@ -124,5 +124,5 @@ class StepScreen(Screen[None]):
     async def pressed(self, button_id: str) -> None:
         """A button of the step's own body."""
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
+    async def on_input_submitted(self, event: Input.Submitted) -> None:
         self.focus_next()
