@@ -62,7 +62,11 @@ Input.-invalid { background: $error 40%; }
 .number { width: 1fr; border: round $primary; padding: 0 1; }
 #alarms { padding: 0 1; height: auto; }
 #keys { dock: bottom; padding: 0 1; color: $text-muted; }
+#tables { height: auto; max-height: 16; }
+#tables Vertical { height: auto; }
 #phones, #gateways { height: auto; max-height: 12; }
+#phones-box { width: 3fr; }
+#gateways-box { width: 2fr; }
 """
 
 

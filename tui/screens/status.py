@@ -45,11 +45,11 @@ class StatusScreen(Screen[None]):
             yield Static("", id="calls", classes="number")
             yield Static("", id="sync", classes="number")
             yield Static("", id="disk", classes="number")
-        with Horizontal():
-            with Vertical():
+        with Horizontal(id="tables"):
+            with Vertical(id="phones-box"):
                 yield Static(self.t("status.phones"), classes="section")
                 yield DataTable(id="phones", cursor_type="none")
-            with Vertical():
+            with Vertical(id="gateways-box"):
                 yield Static(self.t("status.gateways"), classes="section")
                 yield DataTable(id="gateways", cursor_type="none")
         yield Static(self.t("status.alarms"), classes="section")
