@@ -23,8 +23,9 @@ class StepScreen(Screen[None]):
     # API field path prefix -> input widget id, to mark the input a refusal names
     FIELD_INPUTS: ClassVar[dict[str, str]] = {}
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("pagedown", "next", "next", show=False),
-        Binding("pageup", "back", "back", show=False),
+        # priority: a focused table or list must not swallow the wizard's paging keys
+        Binding("pagedown", "next", "next", show=False, priority=True),
+        Binding("pageup", "back", "back", show=False, priority=True),
         Binding("escape", "back", "back", show=False),
     ]
 
@@ -47,7 +48,7 @@ class StepScreen(Screen[None]):
         steps = self.console.wizard_steps
         position = "" if self.single else f"  ({steps.index(type(self)) + 1}/{len(steps)})"
         yield Static(f"edgepbx · {self.t(self.KEY)}{position}", id="title")
-        with VerticalScroll(id="body"):
+        with VerticalScroll(id="body", can_focus=False):
             yield from self.body()
         yield Static("", id="error")
         with Horizontal(id="nav"):

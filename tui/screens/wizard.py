@@ -154,6 +154,7 @@ class NetworkStep(StepScreen):
         self._show_trial(trial)
         if button_id != "try":
             await self.load()
+        self.query_one("#trial", Static).scroll_visible()
 
     async def submit(self) -> bool:
         if self.query_one("#keep", Button).disabled is False:
@@ -274,6 +275,8 @@ class KeyStep(StepScreen):
                 return
             await self.client.export_identity(v["passphrase"], v["directory"].strip())
         await self.load()
+        # an 80x25 console shows the result below the fold otherwise
+        self.query_one("#exported" if button_id == "export" else "#recipient").scroll_visible()
 
     async def submit(self) -> bool:
         if not self.query_one("#confirm", Checkbox).value:
@@ -345,6 +348,7 @@ class ExtensionsStep(StepScreen):
         self.query_one("#sheet_path", Static).update(
             self.t("extensions.sheet", count=len(result.extensions), path=result.sheet_path)
         )
+        self.query_one("#sheet_path", Static).scroll_visible()
 
 
 class SummaryStep(StepScreen):
@@ -398,7 +402,7 @@ class LoginScreen(StepScreen):
 
     def compose(self) -> ComposeResult:
         yield Static(f"edgepbx · {self.t(self.KEY)}", id="title")
-        with VerticalScroll(id="body"):
+        with VerticalScroll(id="body", can_focus=False):
             yield from _field(self.t("field.username"), "username", value="admin")
             yield from _field(self.t("field.password"), "password", password=True)
         yield Static("", id="error")
