@@ -81,8 +81,10 @@ class NetworkStep(StepScreen):
         yield from _field(self.t("field.address"), "address", placeholder="192.168.1.10/24")
         yield from _field(self.t("field.gateway"), "gateway", placeholder="192.168.1.1")
         yield from _field(self.t("field.dns"), "dns", placeholder="192.168.1.1, 9.9.9.9")
-        yield from _field(self.t("field.vlan_id"), "vlan_id", placeholder="100")
-        yield from _field(self.t("field.vlan_address"), "vlan_address", placeholder="10.100.0.1/24")
+        yield from _field(self.t("field.vlan_id"), "vlan_id", placeholder="1-4094")
+        yield from _field(
+            self.t("field.vlan_address"), "vlan_address", placeholder=self.t("network.vlan_hint")
+        )
         with Horizontal(classes="actions"):
             yield Button(self.t("network.try"), id="try", variant="warning")
             yield Button(self.t("network.keep"), id="keep", disabled=True)
