@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 def _add_setup_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     setup = sub.add_parser("setup", help="the setup console (first-boot wizard, status)")
     setup.add_argument("--socket", type=Path, help="the management API's unix socket")
-    setup.add_argument("--api", help="the management API's URL (default http://127.0.0.1:8080)")
+    setup.add_argument("--api", help="the management API's URL (default: edgepbx run's)")
     setup.add_argument("--refresh", type=float, default=2.0, help="status refresh, seconds")
     setup.add_argument("--export-dir", default="/media/usb", help="suggested key export folder")
     api = sub.add_parser("serve-api", help="serve the management API (for the console)")

@@ -149,11 +149,12 @@ class ApiClient:
 
     # -- keys and pairing --------------------------------------------------------------
 
-    async def create_identity(self) -> IdentityInfo:
-        return await self._call("POST", "/keys/site-identity", IdentityInfo)
+    async def create_identity(self, passphrase: str) -> IdentityInfo:
+        body = {"passphrase": passphrase}
+        return await self._call("POST", "/keys/site-identity", IdentityInfo, body)
 
-    async def export_identity(self, passphrase: str, directory: str) -> ExportInfo:
-        body = {"passphrase": passphrase, "directory": directory}
+    async def export_identity(self, directory: str) -> ExportInfo:
+        body = {"directory": directory}
         return await self._call("POST", "/keys/site-identity/export", ExportInfo, body)
 
     async def confirm_backup(self) -> SetupState:

@@ -72,8 +72,9 @@ EN: Final[dict[str, str]] = {
     "step.login": "Sign in",
     "login.sign_in": "Sign in",
     "admin.mismatch": "The two passwords differ.",
-    "key.intro": "Recordings are encrypted to the site key. Without its backup they are lost "
-    "if the box dies. Create it, export it protected by a passphrase, and keep the copy safe.",
+    "key.intro": "Recordings are encrypted to the site key, kept only protected by the "
+    "passphrase. Without the passphrase and a backup copy they are lost for good. Choose "
+    "the passphrase, create the key, export the protected copy and keep both safe.",
     "key.create": "Create site key",
     "key.recipient": "Site key recipient: {recipient}",
     "key.export": "Export protected copy",
@@ -197,8 +198,9 @@ RU: Final[dict[str, str]] = {
     "step.login": "Вход",
     "login.sign_in": "Войти",
     "admin.mismatch": "Пароли не совпадают.",
-    "key.intro": "Записи шифруются ключом площадки. Без резервной копии они пропадут "
-    "вместе с устройством. Создайте ключ, выгрузите копию под парольной фразой и сохраните её.",
+    "key.intro": "Записи шифруются ключом площадки, который хранится только под парольной "
+    "фразой. Без фразы и резервной копии записи потеряны навсегда. Задайте фразу, создайте "
+    "ключ, выгрузите защищённую копию и сохраните и то и другое.",
     "key.create": "Создать ключ площадки",
     "key.recipient": "Получатель ключа площадки: {recipient}",
     "key.export": "Выгрузить защищённую копию",

@@ -15,6 +15,7 @@ from appliance.network.netlink import NetlinkBackend
 from appliance.network.service import NetworkBackend, NetworkService
 from appliance.network.state import Link, NetState
 from appliance.setup.service import CloudPairing, NoCloudLink, SetupService
+from pbx.recording.keys import DEFAULT_WORK_FACTOR
 from pbx.store import Store
 
 # the in-memory network of `--network memory` (a demo, and tests without root)
@@ -34,6 +35,7 @@ class ConsoleSettings(BaseModel):
     resolv_conf: Path = Path("/etc/resolv.conf")
     check_timeout: float = 3.0
     export_roots: tuple[Path, ...] = (Path("/media"), Path("/mnt"), Path("/run/media"))
+    key_work_factor: int = DEFAULT_WORK_FACTOR
 
 
 def build_console_services(
@@ -51,6 +53,10 @@ def build_console_services(
         backend = NetlinkBackend(netns=settings.netns, resolv_conf=settings.resolv_conf)
     network = NetworkService(backend, settings.data_dir, settings.check_timeout)
     setup = SetupService(
-        settings.data_dir, store, pairing or NoCloudLink(), export_roots=settings.export_roots
+        settings.data_dir,
+        store,
+        pairing or NoCloudLink(),
+        export_roots=settings.export_roots,
+        key_work_factor=settings.key_work_factor,
     )
     return ConsoleServices(network=network, setup=setup)

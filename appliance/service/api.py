@@ -18,6 +18,7 @@ from appliance.api.accounts import AccountStore, Role
 from appliance.api.age_library import AgeFolderLibrary
 from appliance.api.vault import IdentityVault
 from appliance.service.link_routes import install_link_routes
+from appliance.api.console_app import ConsoleSettings, build_console_services
 from appliance.store import SqliteStore
 from pbx.recording.age import X25519Identity
 from pbx.recording.keys import Keyring
@@ -89,6 +90,10 @@ def build_api(
     sip: SipSettings,
     calls: CallControl | None,
 ) -> BuiltApi:
+    # The console's network settings act on the host only where the box's image asks for it
+    # (EDGEPBX_NETWORK=netlink); elsewhere (make run on a laptop) on an in-memory network.
+    network = "netlink" if os.environ.get("EDGEPBX_NETWORK") == "netlink" else "memory"
+    console = build_console_services(ConsoleSettings(data_dir=data, network=network), store)
     library, vault = _recordings(store, data)
     context = BoxContext(
         store=store,
@@ -97,6 +102,7 @@ def build_api(
         sync=_sync_source(data),
         recordings=library,
         vault=vault,
+        console=console,
     )
     app = create_app(context)
     install_link_routes(app)

@@ -32,7 +32,7 @@ def _console(args: argparse.Namespace) -> int:
     if args.socket is not None:
         client = ApiClient.over_socket(str(args.socket))
     else:
-        client = ApiClient.over_http(args.api or "http://127.0.0.1:8080")
+        client = ApiClient.over_http(args.api or "http://127.0.0.1:8780")  # edgepbx run's API
     settings = ConsoleSettings(refresh_seconds=args.refresh, export_dir=args.export_dir)
     make_app(client, settings).run()
     return 0

@@ -25,11 +25,10 @@ from appliance.api.schemas.setup import (
     PairingState,
     SetupState,
 )
-from appliance.setup.age_keys import encrypt_with_passphrase, new_identity
+from pbx.recording.keys import DEFAULT_WORK_FACTOR, Keyring
 from pbx.store import AlreadyExists, Extension, Store
 
 STATE_FILE = "setup.json"
-IDENTITY_FILE = "site-identity.txt"
 MAX_RANGE = 500
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _PASSWORD_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/l/I
@@ -96,6 +95,7 @@ class SetupService:
     store: Store
     pairing: CloudPairing
     export_roots: tuple[Path, ...] = ()  # where an identity may be exported (plus data/exports)
+    key_work_factor: int = DEFAULT_WORK_FACTOR  # scrypt log2 N of the protected identity
 
     def __post_init__(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -136,28 +136,35 @@ class SetupService:
 
     # -- the site key for recordings ---------------------------------------------------
 
-    def create_identity(self) -> IdentityInfo:
-        path = self.data_dir / IDENTITY_FILE
-        state = self.state()
-        if path.exists() and state.recipient:
-            return IdentityInfo(recipient=state.recipient, created=False)
-        identity, recipient = new_identity()
-        _write_private(path, f"# recipient: {recipient}\n{identity}\n".encode())
-        self._update(recipient=recipient, backup_confirmed=False, identity_exported_to=None)
-        return IdentityInfo(recipient=recipient, created=True)
+    def keyring(self) -> Keyring:
+        return Keyring(self.data_dir / "keys", work_factor=self.key_work_factor)
 
-    def export_identity(self, passphrase: str, directory: str) -> ExportInfo:
-        source = self.data_dir / IDENTITY_FILE
-        if not source.exists():
-            raise SetupError("identity", "create the site identity first", status=409)
+    def create_identity(self, passphrase: str) -> IdentityInfo:
+        """The site key recordings are encrypted to (pbx.recording.keys), created once and
+        kept only protected by the passphrase; a second call returns the existing one."""
+        keyring = self.keyring()
+        current = keyring.current
+        if current is not None:
+            self._update(recipient=current.recipient)
+            return IdentityInfo(recipient=current.recipient, created=False)
+        key = keyring.initialize(passphrase)
+        self._update(recipient=key.recipient, backup_confirmed=False, identity_exported_to=None)
+        return IdentityInfo(recipient=key.recipient, created=True)
+
+    def export_identity(self, directory: str) -> ExportInfo:
+        keyring = self.keyring()
+        current = keyring.current
+        if current is None:
+            raise SetupError("identity", "create the site key first", status=409)
         target_dir = Path(directory).resolve()
         roots = (self.data_dir.resolve() / "exports", *(r.resolve() for r in self.export_roots))
         if not any(target_dir == r or target_dir.is_relative_to(r) for r in roots):
             allowed = ", ".join(map(str, roots))
             raise SetupError("directory", f"export only to a removable disk or {allowed}")
         target_dir.mkdir(parents=True, exist_ok=True)
-        target = target_dir / f"{self.state().hostname or 'edgepbx'}-site-identity.age"
-        data = encrypt_with_passphrase(source.read_bytes(), passphrase)
+        short = current.fingerprint.removeprefix("sha256:")[:12]
+        target = target_dir / f"{self.state().hostname or 'edgepbx'}-site-{short}.age"
+        data = keyring.export_identity(current.fingerprint)  # still passphrase-protected
         _write_private(target, data)
         self._update(identity_exported_to=str(target))
         return ExportInfo(path=str(target), size=len(data))

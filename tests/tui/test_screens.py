@@ -166,12 +166,15 @@ async def test_key_step(env: ConsoleEnv) -> None:
     app = _app(env)
     async with app.run_test(size=SIZE) as pilot:
         await _goto(pilot, KeyStep)
+        await type_into(pilot, "#passphrase", "a long passphrase")
+        await type_into(pilot, "#passphrase2", "a long passphrasE")
+        await press(pilot, "create")
+        assert "differ" in static_text(pilot, "#error")
+        await type_into(pilot, "#passphrase2", "a long passphrase")
         await press(pilot, "create")
         await until(pilot, lambda: "age1" in static_text(pilot, "#recipient"), "recipient")
         recipient = (await env.client.setup_state()).recipient
         assert recipient is not None and recipient in static_text(pilot, "#recipient")
-        await type_into(pilot, "#passphrase", "a long passphrase")
-        await type_into(pilot, "#passphrase2", "a long passphrase")
         await press(pilot, "export")
         await until(pilot, lambda: "Exported to" in static_text(pilot, "#exported"), "exported")
         exported = Path(static_text(pilot, "#exported").removeprefix("Exported to "))
@@ -232,8 +235,8 @@ async def _complete_setup(env: ConsoleEnv) -> None:
 async def _complete_setup_logged_in(env: ConsoleEnv) -> None:
     c = env.client
     await c.set_system("pbx-office1", "Europe/Moscow", ["pool.ntp.org"])
-    await c.create_identity()
-    await c.export_identity("a long passphrase", str(env.data_dir / "exports"))
+    await c.create_identity("a long passphrase")
+    await c.export_identity(str(env.data_dir / "exports"))
     await c.confirm_backup()
     assert (await c.finish()).completed
     c.session = None  # the console starts logged out

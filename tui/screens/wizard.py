@@ -242,10 +242,10 @@ class KeyStep(StepScreen):
 
     def body(self) -> ComposeResult:
         yield Static(self.t("key.intro"))
-        yield Button(self.t("key.create"), id="create")
-        yield Static("", id="recipient")
         yield from _field(self.t("field.passphrase"), "passphrase", password=True)
         yield from _field(self.t("field.passphrase2"), "passphrase2", password=True)
+        yield Button(self.t("key.create"), id="create")
+        yield Static("", id="recipient")
         yield from _field(self.t("field.directory"), "directory")
         yield Button(self.t("key.export"), id="export")
         yield Static("", id="exported")
@@ -268,14 +268,14 @@ class KeyStep(StepScreen):
 
     async def pressed(self, button_id: str) -> None:
         self.clear_error()
+        v = {w.id: w.value for w in self.query(Input)}
         if button_id == "create":
-            await self.client.create_identity()
-        elif button_id == "export":
-            v = {w.id: w.value for w in self.query(Input)}
             if v["passphrase"] != v["passphrase2"]:
                 self.show_error(self.t("key.mismatch"))
                 return
-            await self.client.export_identity(v["passphrase"], v["directory"].strip())
+            await self.client.create_identity(v["passphrase"])
+        elif button_id == "export":
+            await self.client.export_identity(v["directory"].strip())
         await self.load()
         # an 80x25 console shows the result below the fold otherwise
         self.query_one("#exported" if button_id == "export" else "#recipient").scroll_visible()

@@ -63,8 +63,12 @@ class IdentityInfo(_Body):
     created: bool  # False: it already existed (the site key is never replaced here)
 
 
-class ExportBody(_Body):
+class IdentityBody(_Body):
+    # the identity is stored only encrypted with it: without it, recordings cannot be opened
     passphrase: str = Field(min_length=10, max_length=256)
+
+
+class ExportBody(_Body):
     directory: str = Field(min_length=1)  # a removable disk's mount point or the exports folder
 
 
