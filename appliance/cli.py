@@ -118,6 +118,7 @@ def _add_setup_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     net.add_argument("action", choices=("show", "apply-saved"))
     net.add_argument("--data", type=Path, default=Path("var"), help="the box's data folder")
     net.add_argument("--netns", help="a network namespace instead of the host's")
+    net.add_argument("--resolv-conf", type=Path, help="default: /etc/resolv.conf (or the netns')")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from appliance.api.console_deps import ConsoleServices
 from appliance.network.memory import MemoryBackend
-from appliance.network.netlink import NetlinkBackend
+from appliance.network.netlink import NetlinkBackend, resolv_conf_for
 from appliance.network.service import NetworkBackend, NetworkService
 from appliance.network.state import Link, NetState
 from appliance.setup.service import CloudPairing, NoCloudLink, SetupService
@@ -32,7 +32,7 @@ class ConsoleSettings(BaseModel):
     data_dir: Path
     network: Literal["netlink", "memory"] = "netlink"
     netns: str | None = None
-    resolv_conf: Path = Path("/etc/resolv.conf")
+    resolv_conf: Path | None = None  # None: /etc/resolv.conf, or the namespace's own
     check_timeout: float = 3.0
     export_roots: tuple[Path, ...] = (Path("/media"), Path("/mnt"), Path("/run/media"))
     key_work_factor: int = DEFAULT_WORK_FACTOR
@@ -50,7 +50,8 @@ def build_console_services(
     elif settings.network == "memory":
         backend = MemoryBackend(DEMO_NETWORK)
     else:
-        backend = NetlinkBackend(netns=settings.netns, resolv_conf=settings.resolv_conf)
+        resolv = settings.resolv_conf or resolv_conf_for(settings.netns)
+        backend = NetlinkBackend(netns=settings.netns, resolv_conf=resolv)
     network = NetworkService(backend, settings.data_dir, settings.check_timeout)
     setup = SetupService(
         settings.data_dir,

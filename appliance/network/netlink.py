@@ -102,6 +102,11 @@ class Pyroute2DhcpClient:
         return frozenset(i for i, p in self._procs.items() if p.poll() is None)
 
 
+def resolv_conf_for(netns: str | None) -> Path:
+    """Where DNS servers go: a named namespace's own file (``ip netns exec`` mounts it)."""
+    return Path(f"/etc/netns/{netns}/resolv.conf") if netns else Path("/etc/resolv.conf")
+
+
 def step_iface(step: Step) -> str:
     """The interface a step is about (for messages)."""
     if isinstance(step, AddRoute | RemoveRoute):
@@ -281,6 +286,7 @@ class NetlinkBackend:
 
     def _write_resolv_conf(self, servers: tuple[IPAddress, ...]) -> None:
         # write beside and rename, so a crash never leaves a half-written resolv.conf
+        self.resolv_conf.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.resolv_conf.with_name(self.resolv_conf.name + ".edgepbx-new")
         tmp.write_text(render_resolv_conf(servers))
         os.replace(tmp, self.resolv_conf)

@@ -12,7 +12,7 @@ import uvicorn
 from appliance.api import BoxContext, create_app
 from appliance.api.console_app import ConsoleSettings as ServiceSettings
 from appliance.api.console_app import build_console_services
-from appliance.network.netlink import NetlinkBackend, NetworkApplyError
+from appliance.network.netlink import NetlinkBackend, NetworkApplyError, resolv_conf_for
 from appliance.network.plan import describe, plan
 from appliance.network.service import NetworkService
 from appliance.store import open_store
@@ -56,7 +56,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _network(args: argparse.Namespace) -> int:
-    service = NetworkService(NetlinkBackend(netns=args.netns), args.data)
+    resolv = args.resolv_conf or resolv_conf_for(args.netns)
+    service = NetworkService(NetlinkBackend(netns=args.netns, resolv_conf=resolv), args.data)
     if args.action == "show":
         state = service.backend.read_state()
         for link in state.links:

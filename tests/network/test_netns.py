@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -171,3 +173,29 @@ async def test_invalid_input_refused_with_the_field_named(pair: Pair, tmp_path: 
     assert [e.field for e in err.value.errors] == ["interfaces.0.voice_vlan.addresses.0"]
     assert "overlaps 10.77.0.2/24" in str(err.value)
     assert await _kernel_view(pair) == (set(), set())
+
+
+async def test_cli_shows_and_reapplies_the_saved_settings(pair: Pair, tmp_path: Path) -> None:
+    """`edgepbx network show` and `apply-saved` (what the box runs at boot)."""
+    service = _service(pair, tmp_path)
+    config = await service.validate(_static(pair, "10.77.0.2/24", "10.77.0.1"))
+    assert (await service.try_apply(config)).outcome == "pending"
+    await service.confirm()
+    await asyncio.to_thread(_flush, pair)
+    edgepbx = str(Path(sys.executable).with_name("edgepbx"))
+    resolv = ["--resolv-conf", str(tmp_path / "resolv.conf")]  # never the host's file
+    common = ["--data", str(tmp_path), "--netns", pair.box_ns, *resolv]
+    shown = subprocess.run(
+        [edgepbx, "network", "show", *common], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"{pair.box_if}: add address 10.77.0.2/24" in shown
+    assert "saved settings: 3 steps away" in shown  # address and two routes
+    applied = subprocess.run(
+        [edgepbx, "network", "apply-saved", *common], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"{pair.box_if}: add route 0.0.0.0/0 via 10.77.0.1 dev {pair.box_if}" in applied
+    assert await asyncio.to_thread(pair.peer_ping, "10.77.0.2")
+    shown = subprocess.run(
+        [edgepbx, "network", "show", *common], capture_output=True, text=True, check=True
+    ).stdout
+    assert "saved settings: in place" in shown and "10.77.0.2/24" in shown
