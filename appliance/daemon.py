@@ -360,6 +360,7 @@ async def _manager_main(options: RunOptions) -> int:
     from appliance.service.api import build_api  # noqa: PLC0415
     from appliance.service.corectl import RemoteCalls, notifying_directory  # noqa: PLC0415
     from appliance.service.parts import ApiPart, CabinetPart, LinkPart  # noqa: PLC0415
+    from appliance.setup.pairing import LinkClientPairing  # noqa: PLC0415
     from appliance.store import open_store  # noqa: PLC0415
 
     notifier = Notifier.from_env()
@@ -395,12 +396,14 @@ async def _manager_main(options: RunOptions) -> int:
             code = options.pairing_code
             if saved is None and code is None and cabinet_part is not None:
                 code = cabinet.issue_code()  # the embedded cabinet pairs the box at once
-            return LinkClient(
+            link = LinkClient(
                 LinkSettings(cabinet_url=url, ca_file=options.ca_file),
                 built.app,
                 credentials,
                 pairing_code=code,
             )
+            built.attach_pairing(LinkClientPairing(link, url))  # the console's pairing step
+            return link
 
         link_part = LinkPart(make_link)
         parts.append(link_part)

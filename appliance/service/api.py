@@ -19,6 +19,8 @@ from appliance.api.age_library import AgeFolderLibrary
 from appliance.api.vault import IdentityVault
 from appliance.service.link_routes import install_link_routes
 from appliance.api.console_app import ConsoleSettings, build_console_services
+from appliance.api.console_deps import ConsoleServices
+from appliance.setup.service import CloudPairing
 from appliance.store import SqliteStore
 from pbx.recording.age import X25519Identity
 from pbx.recording.keys import Keyring
@@ -34,6 +36,12 @@ class BuiltApi:
     app: FastAPI
     secrets: list[str] = field(default_factory=list)  # values the logs must never show
     admin_hint: str = ""  # how to log in, for the banner of make run
+    console: ConsoleServices | None = None
+
+    def attach_pairing(self, pairing: CloudPairing) -> None:
+        """The cloud link is built after the API: its pairing reaches the console this way."""
+        if self.console is not None:
+            self.console.setup.pairing = pairing
 
 
 def _demo_admin(accounts: AccountStore, data: Path) -> str | None:
@@ -108,5 +116,5 @@ def build_api(
     install_link_routes(app)
     password = _demo_admin(app.state.accounts, data)
     if password is None:
-        return BuiltApi(app)
-    return BuiltApi(app, [password], f"{DEMO_ADMIN} / {password}")
+        return BuiltApi(app, console=console)
+    return BuiltApi(app, [password], f"{DEMO_ADMIN} / {password}", console)

@@ -177,7 +177,8 @@ class SetupService:
     # -- pairing -----------------------------------------------------------------------
 
     def pair(self, code: str) -> PairingState:
-        return self.pairing.pair(code.upper().replace("-", ""))
+        raw = code.strip().upper().replace("-", "")
+        return self.pairing.pair(f"{raw[:4]}-{raw[4:]}")  # the cabinet's spelling: ABCD-1234
 
     # -- extensions --------------------------------------------------------------------
 

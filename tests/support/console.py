@@ -31,7 +31,7 @@ class LinkPairing:
         self._state = PairingState()
 
     def pair(self, code: str) -> PairingState:
-        if code == "00000000":
+        if code == "0000-0000":
             self._state = PairingState(state="failed", message="the cabinet refused the code")
         else:
             self._state = PairingState(state="paired", cabinet="cabinet.example", message="link up")
