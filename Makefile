@@ -5,8 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests and benchmarks talk to: SIPp, baresip, age, Kamailio (bench peer), tmux,
-# iproute2 and ping (network namespaces in tests/network), openssl (test certificates).
-DEB_PACKAGES := sip-tester baresip age kamailio tmux python3-venv iproute2 iputils-ping openssl
+# iproute2, ping and dnsmasq (a DHCP server) for the network namespaces of tests/network,
+# openssl (test certificates).
+DEB_PACKAGES := sip-tester baresip age kamailio tmux python3-venv iproute2 iputils-ping openssl \
+    dnsmasq-base
 STAMP := $(VENV)/.installed
 
 .PHONY: run test bench fuzz lint typecheck deps deb clean

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from appliance.api.console_deps import ConsoleServices
 from appliance.network.memory import MemoryBackend
-from appliance.network.netlink import NetlinkBackend, resolv_conf_for
+from appliance.network.netlink import NetlinkBackend, Pyroute2DhcpClient, resolv_conf_for
 from appliance.network.service import NetworkBackend, NetworkService
 from appliance.network.state import Link, NetState
 from appliance.setup.service import CloudPairing, NoCloudLink, SetupService
@@ -51,7 +51,8 @@ def build_console_services(
         backend = MemoryBackend(DEMO_NETWORK)
     else:
         resolv = settings.resolv_conf or resolv_conf_for(settings.netns)
-        backend = NetlinkBackend(netns=settings.netns, resolv_conf=resolv)
+        dhcp = Pyroute2DhcpClient(settings.netns, workdir=settings.data_dir / "dhcp")
+        backend = NetlinkBackend(netns=settings.netns, resolv_conf=resolv, dhcp=dhcp)
     network = NetworkService(backend, settings.data_dir, settings.check_timeout)
     setup = SetupService(
         settings.data_dir,

@@ -72,9 +72,9 @@ class DhcpClient(Protocol):
 class Pyroute2DhcpClient:
     """Runs pyroute2's DHCP client (one process per interface), inside the namespace if any."""
 
-    def __init__(self, netns: str | None = None, workdir: Path | None = None) -> None:
+    def __init__(self, netns: str | None = None, workdir: Path = Path("/run/edgepbx/dhcp")) -> None:
         self.netns = netns
-        self.workdir = workdir
+        self.workdir = workdir  # where the client keeps its lease files
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, iface: str) -> None:
@@ -82,6 +82,7 @@ class Pyroute2DhcpClient:
             Path(sys.executable).with_name("pyroute2-dhcp-client")
         )
         cmd = [exe, iface]
+        self.workdir.mkdir(parents=True, exist_ok=True)
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         self._procs[iface] = subprocess.Popen(
@@ -91,7 +92,8 @@ class Pyroute2DhcpClient:
     def stop(self, iface: str) -> None:
         proc = self._procs.pop(iface, None)
         if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # the client sends DHCPRELEASE on the way out
+            # the plan removes the leased address and route itself when it leaves DHCP
+            proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from pyroute2 import IPRoute
 from support.netns import Pair
 
 from appliance.network.config import NetworkConfigError
-from appliance.network.netlink import NetlinkBackend, NetworkApplyError
+from appliance.network.netlink import NetlinkBackend, NetworkApplyError, Pyroute2DhcpClient
 from appliance.network.plan import AddAddress, AddRoute
 from appliance.network.service import NetworkService
 from appliance.network.state import Route
@@ -199,3 +201,60 @@ async def test_cli_shows_and_reapplies_the_saved_settings(pair: Pair, tmp_path: 
         [edgepbx, "network", "show", *common], capture_output=True, text=True, check=True
     ).stdout
     assert "saved settings: in place" in shown and "10.77.0.2/24" in shown
+
+
+@pytest.fixture
+def dhcp_server(pair: Pair, tmp_path: Path) -> Iterator[None]:
+    """dnsmasq in the peer namespace: leases 10.77.0.50-60 with 10.77.0.1 as the router."""
+    if shutil.which("dnsmasq") is None:
+        pytest.skip("dnsmasq is not installed (make deb)")
+    server = subprocess.Popen(
+        [
+            *("ip", "netns", "exec", pair.peer_ns, "dnsmasq", "--no-daemon", "--port=0"),
+            f"--interface={pair.peer_if}",
+            "--bind-interfaces",
+            "--dhcp-range=10.77.0.50,10.77.0.60,255.255.255.0,1h",
+            "--dhcp-option=3,10.77.0.1",
+            f"--dhcp-leasefile={tmp_path / 'leases'}",
+            f"--pid-file={tmp_path / 'dnsmasq.pid'}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    yield
+    server.terminate()
+    server.wait(timeout=10)
+
+
+async def test_dhcp_lease_from_a_real_server_then_back_to_static(
+    pair: Pair, tmp_path: Path, dhcp_server: None
+) -> None:
+    dhcp = Pyroute2DhcpClient(pair.box_ns, workdir=tmp_path / "dhcp")
+    backend = NetlinkBackend(pair.box_ns, resolv_conf=tmp_path / "resolv.conf", dhcp=dhcp)
+    service = NetworkService(backend, tmp_path, check_timeout=1.5)
+    try:
+        config = await service.validate({"interfaces": [{"name": pair.box_if, "dhcp": True}]})
+        assert (await service.try_apply(config)).outcome == "pending"
+        for _ in range(300):  # the client waits a few seconds before its DISCOVER
+            addrs, routes = await _kernel_view(pair)
+            if addrs and routes:
+                break
+            await asyncio.sleep(0.1)
+        (leased,) = addrs
+        assert ipaddress.ip_interface(leased) in ipaddress.ip_network("10.77.0.48/28")
+        assert routes == {("0.0.0.0/0", "10.77.0.1")}  # the router option became the route
+        assert (await service.read_state()).link(pair.box_if).dhcp  # type: ignore[union-attr]
+        assert await asyncio.to_thread(pair.peer_ping, leased.split("/")[0])
+        await service.confirm()
+        assert await service.preview(config) == []  # DHCP owns the addresses now
+
+        static = await service.validate(_static(pair, "10.77.0.2/24", "10.77.0.1"))
+        assert (await service.try_apply(static)).outcome == "pending"
+        assert await _kernel_view(pair) == (
+            {"10.77.0.2/24"},
+            {("0.0.0.0/0", "10.77.0.1"), ("192.0.2.0/24", "10.77.0.1")},
+        )
+        assert dhcp.running() == frozenset()
+    finally:
+        for iface in dhcp.running():
+            dhcp.stop(iface)
