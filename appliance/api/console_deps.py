@@ -42,6 +42,8 @@ SetupDep = Annotated[SetupService, Depends(_setup)]
 def refuse(exc: SetupError | NetworkConfigError, where: str = "body") -> NoReturn:
     """Answer like FastAPI's own validation errors: a list of {loc, msg, type}."""
     if isinstance(exc, SetupError):
+        if exc.status != 422:  # a conflict, not bad input: ErrorOut's plain detail
+            raise HTTPException(exc.status, detail=f"{exc.field}: {exc}")
         detail = [{"loc": [where, *exc.field.split(".")], "msg": str(exc), "type": "value_error"}]
         raise HTTPException(exc.status, detail=detail)
     detail = [

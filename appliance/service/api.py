@@ -16,10 +16,10 @@ from fastapi import FastAPI
 from appliance.api import BoxContext, CallControl, SyncSource, create_app
 from appliance.api.accounts import AccountStore, Role
 from appliance.api.age_library import AgeFolderLibrary
-from appliance.api.vault import IdentityVault
-from appliance.service.link_routes import install_link_routes
 from appliance.api.console_app import ConsoleSettings, build_console_services
 from appliance.api.console_deps import ConsoleServices
+from appliance.api.vault import IdentityVault
+from appliance.service.link_routes import install_link_routes
 from appliance.setup.service import CloudPairing
 from appliance.store import SqliteStore
 from pbx.recording.age import X25519Identity

@@ -16,6 +16,7 @@ from schemathesis.checks import positive_data_acceptance
 from support.api import Box, make_box
 
 from appliance.api.accounts import Role
+from appliance.api.console_app import ConsoleSettings, build_console_services
 from appliance.api.context import ActiveCallView
 from appliance.api.vault import IdentityVault
 from pbx.recording.keys import Keyring
@@ -52,6 +53,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
     keyring.initialize("the site passphrase")
     box = make_box(where, calls=IdleCalls(), sync=IdleSync())
     box.ctx.vault = IdentityVault(keyring.unlock, clock=box.clock)
+    console = ConsoleSettings(data_dir=where / "console", network="memory", key_work_factor=10)
+    box.ctx.console = build_console_services(console, box.store)
     box.account("admin", Role.ADMIN)
     box.store.directory.create(Extension("101"))
     box.recordings.add("rec-1", b"RIFF" + bytes(4000), call_id="c1", started_at=1.0)

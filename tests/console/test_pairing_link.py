@@ -10,8 +10,9 @@ import pytest
 from support.console import ADMIN, ConsoleEnv, make_env
 from support.linkpeer import FAST
 
-from appliance.link import LinkClient, LinkSettings, MemoryCredentials
 from appliance.link.cabinet import Cabinet
+from appliance.link.client import LinkClient, LinkSettings
+from appliance.link.credentials import MemoryCredentials
 from appliance.setup.pairing import LinkClientPairing
 from tui.client import ApiError
 
