@@ -4,10 +4,12 @@ Each instance uses its own tmux server (-L) so parallel runs never see each othe
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import subprocess
 import time
+from pathlib import Path
 
 
 class Tmux:
@@ -51,3 +53,5 @@ class Tmux:
 
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.server, "kill-server"], capture_output=True, check=False)
+        socket_dir = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
+        (socket_dir / self.server).unlink(missing_ok=True)  # tmux leaves its socket file
