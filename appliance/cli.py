@@ -11,6 +11,8 @@ from pathlib import Path
 from appliance import keys_cli
 from appliance.daemon import RunOptions, run_box, run_part
 from appliance.link.cli import add_link_commands, run_link_command
+from appliance.recordings import add_commands as add_recording_commands
+from appliance.recordings import run_command as run_recording_command
 from appliance.sync.cli import add_sync_commands, run_sync_command
 
 
@@ -36,6 +38,9 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
         ca_file=str(args.ca_file) if args.ca_file else None,
         log_format=args.log_format,
         child_watchdog=args.child_watchdog,
+        record=args.record,
+        recipients=tuple(args.recipient),
+        journal=str(args.journal) if args.journal else None,
     )
 
 
@@ -77,11 +82,27 @@ def main(argv: list[str] | None = None) -> int:
     part = sub.add_parser("part", help=argparse.SUPPRESS)
     part.add_argument("name", choices=("core", "manager"))
     sub.add_parser("version", help="print the version")
+    run.add_argument(
+        "--record",
+        choices=("none", "inbound", "outbound", "both"),
+        default="none",
+        help="record calls box-wide (each extension's record_calls applies too)",
+    )
+    run.add_argument(
+        "--recipient",
+        action="append",
+        default=[],
+        help="an age recipient (age1...) recordings are encrypted to, besides the site key",
+    )
+    run.add_argument("--journal", type=Path, default=None, help="RAM folder for the key journal")
+    add_recording_commands(sub)
     add_link_commands(sub)
     add_sync_commands(sub)
     _add_setup_commands(sub)
     keys_cli.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "recordings":
+        return run_recording_command(args)
     if args.command == "keys":
         return keys_cli.run(args)
     if args.command in ("setup", "serve-api", "network"):

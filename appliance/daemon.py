@@ -93,6 +93,9 @@ class RunOptions:
     child_watchdog: float = 10.0
     sync: bool = True
     runtime_dir: str = ""  # set by the supervisor: notify sockets, the core's control socket
+    record: Literal["none", "inbound", "outbound", "both"] = "none"  # box-wide recording
+    recipients: tuple[str, ...] = ()  # age recipients besides the keyring's site key
+    journal: str | None = None  # the recordings' key journal (RAM folder); None: default
 
     @property
     def data_dir(self) -> Path:
@@ -106,6 +109,7 @@ class RunOptions:
         raw = json.loads(os.environ[OPTIONS_ENV])
         if raw.get("rtp_ports") is not None:
             raw["rtp_ports"] = tuple(raw["rtp_ports"])
+        raw["recipients"] = tuple(raw.get("recipients", ()))
         return cls(**raw)
 
     def sip_settings(self) -> Any:
@@ -319,8 +323,10 @@ def run_box(options: RunOptions) -> int:
 
 async def _core_main(options: RunOptions) -> int:
     from appliance.api.config import desired_sip_settings  # noqa: PLC0415
+    from appliance.recordings import start_box_recording  # noqa: PLC0415
     from appliance.service.corectl import CoreControlServer  # noqa: PLC0415
     from appliance.store import open_store  # noqa: PLC0415
+    from pbx.recording.service import RecordingSettings  # noqa: PLC0415
     from pbx.runtime import tune_gc  # noqa: PLC0415
     from pbx.service import SipCore  # noqa: PLC0415
 
@@ -330,7 +336,20 @@ async def _core_main(options: RunOptions) -> int:
     # The command line says where to listen; the last applied configuration document (if
     # any) sets the rest of the SIP section: its changes take effect at this start.
     settings = desired_sip_settings(store.metadata, options.sip_settings())
-    core = SipCore(settings, store, secret_file(data / "nonce.key", secrets.token_bytes(32)))
+    # Recording: lock the recordings folder, finalize what a crash left, record answered calls.
+    recording = start_box_recording(
+        store,
+        data,
+        RecordingSettings(policy=options.record),
+        recipients=options.recipients,
+        journal_dir=Path(options.journal) if options.journal else None,
+    )
+    core = SipCore(
+        settings,
+        store,
+        secret_file(data / "nonce.key", secrets.token_bytes(32)),
+        recording.recorder,
+    )
     control = CoreControlServer(core.calls, Path(options.runtime_dir) / "core.sock", store)
     try:
         await core.start()
@@ -347,7 +366,8 @@ async def _core_main(options: RunOptions) -> int:
         log.info("core stopping: calls=%d", len(core.calls.calls))
     finally:
         await control.close()
-        await core.close()  # BYE to every call in progress
+        await core.close()  # BYE to every call in progress; recordings are finalized
+        recording.close()
         store.close()  # commits the queued bindings and call records
     return 0
 

@@ -146,6 +146,10 @@ class CallManager:
         self._by_key: dict[str, Call] = {}  # leg A's INVITE server transaction -> call
         self._by_dialog: dict[object, tuple[Call, str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # The recorder's hooks (pbx.recording.service.CallRecorder): a call was answered
+        # (its media is up); a call record is about to be written (add the recording).
+        self.on_answered: Callable[[Call], None] | None = None
+        self.on_record: Callable[[CallRecord], CallRecord] | None = None
 
     # ------------------------------------------------------------------------- entry
 
@@ -390,6 +394,11 @@ class CallManager:
         call.a_dialog = self.dialogs.add(Dialog.from_uas(call.a_request, ok))
         self._by_dialog[call.a_dialog.id] = (call, "A")
         self._by_dialog[b_dialog.id] = (call, "B")
+        if self.on_answered is not None:
+            try:
+                self.on_answered(call)
+            except Exception:  # a recorder failure never touches the call
+                log.exception("answered-call hook failed for %s", call.id)
 
     def _late_answer(self, call: Call, ack: Request) -> None:
         """A's ACK to a late-offer 200: its SDP answers the offer the box made from B's; B
@@ -744,6 +753,11 @@ class CallManager:
         self._write_record(record)
 
     def _write_record(self, record: CallRecord) -> None:
+        if self.on_record is not None:
+            try:
+                record = self.on_record(record)
+            except Exception:
+                log.exception("call-record hook failed for %s", record.call_id)
         try:
             self.cdr.write(record)
         except Exception:  # the call is over either way; a lost record is logged loudly

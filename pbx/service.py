@@ -14,6 +14,7 @@ import logging
 from pbx.b2bua import CallManager, CallSettings
 from pbx.endpoint import Listen, SipEndpoint
 from pbx.media.relay import MediaRelay
+from pbx.recording.service import CallRecorder
 from pbx.registrar import Authenticator, Registrar, RegistrarJobs
 from pbx.settings import SipSettings
 from pbx.sip.dialog import DialogTable, new_tag
@@ -28,7 +29,13 @@ log = logging.getLogger(__name__)
 class SipCore:
     """The transaction user of the box's SIP endpoint."""
 
-    def __init__(self, settings: SipSettings, store: Store, nonce_key: bytes) -> None:
+    def __init__(
+        self,
+        settings: SipSettings,
+        store: Store,
+        nonce_key: bytes,
+        recorder: CallRecorder | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.caps = Capabilities(user_agent=settings.user_agent)
@@ -57,6 +64,10 @@ class SipCore:
                 user_agent=settings.user_agent,
             ),
         )
+        self.recorder = recorder
+        if recorder is not None:
+            self.calls.on_answered = recorder.call_answered
+            self.calls.on_record = recorder.call_record
         self._jobs: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -68,7 +79,9 @@ class SipCore:
         await self.calls.close()
         if self._jobs is not None:
             self._jobs.cancel()
-        await self.relay.close()
+        await self.relay.close()  # closes the recorders' taps: they finalize their files
+        if self.recorder is not None:
+            await self.recorder.close()
         await self.endpoint.close()
 
     def _now(self) -> float:

@@ -107,6 +107,7 @@ CREATE INDEX audit_events_target ON audit_events (target, seq);
 CREATE INDEX audit_events_time ON audit_events (time);
 """
 
+
 _LOCAL_1 = """
 CREATE TABLE extension_secrets (
     number      TEXT PRIMARY KEY NOT NULL,
@@ -148,6 +149,39 @@ CREATE TABLE config_applies (
 ) STRICT;
 """
 
+_METADATA_4 = """
+CREATE TABLE recordings (
+    id             TEXT PRIMARY KEY NOT NULL,
+    call_id        TEXT NOT NULL,
+    path           TEXT NOT NULL UNIQUE,
+    started_at     REAL NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN
+                   ('recording', 'complete', 'incomplete', 'failed', 'deleted')),
+    caller_number  TEXT NOT NULL DEFAULT '',
+    callee_number  TEXT NOT NULL DEFAULT '',
+    ended_at       REAL,
+    duration       REAL NOT NULL DEFAULT 0 CHECK (duration >= 0),
+    size           INTEGER NOT NULL DEFAULT 0 CHECK (size >= 0),
+    sha256         TEXT CHECK (sha256 IS NULL OR length(sha256) = 64),
+    recipients     TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(recipients)),
+    codec_note     TEXT NOT NULL DEFAULT '',
+    deleted_at     REAL,
+    CHECK (ended_at IS NULL OR ended_at >= started_at)
+) STRICT;
+CREATE INDEX recordings_call ON recordings (call_id);
+CREATE INDEX recordings_started ON recordings (started_at, id);
+
+CREATE TABLE alarms (
+    id         INTEGER PRIMARY KEY,
+    raised_at  REAL NOT NULL,
+    source     TEXT NOT NULL CHECK (source <> ''),
+    code       TEXT NOT NULL CHECK (code <> ''),
+    message    TEXT NOT NULL DEFAULT '',
+    cleared_at REAL
+) STRICT;
+CREATE INDEX alarms_active ON alarms (cleared_at, id);
+"""
+
 _LOCAL_4 = """
 CREATE TABLE link_credentials (
     cabinet_url  TEXT PRIMARY KEY NOT NULL,
@@ -167,6 +201,7 @@ METADATA = Schema(
         Migration("extensions, bindings, call_records", _METADATA_1),
         Migration("audit_events: the hash-chained audit log", _METADATA_2),
         Migration("config_documents, config_applies: the desired-state document", _METADATA_3),
+        Migration("recordings (metadata of encrypted call recordings), alarms", _METADATA_4),
     ),
 )
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import math
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -259,7 +259,7 @@ class TapLike(Protocol):
     def closed(self) -> bool: ...
     @property
     def dropped(self) -> int: ...
-    def drain(self) -> list[tuple[object, float, bytes]]: ...
+    def drain(self) -> Sequence[tuple[object, float, bytes]]: ...
     def close(self) -> None: ...
 
 
