@@ -1,0 +1,268 @@
+"""Helpers of the recorder's end-to-end tests: a box with recording on, phones that send a tone
+as paced RTP, WAV reading and tone detection (Goertzel; no numpy in the venv)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import re
+import socket
+import struct
+import time
+import wave
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.recordings import open_recordings
+from appliance.store import SqliteStore, open_store
+from pbx.recording.age import X25519Recipient
+from pbx.recording.catalog import RecordingInfo, RecordingState
+from pbx.recording.service import CallRecorder, Recordings, RecordingSettings
+from pbx.rtp.g711 import ulaw_encode
+from pbx.service import SipCore
+from pbx.settings import SipSettings
+from pbx.sip import auth
+from pbx.sip.dialog import new_call_id, new_tag
+from pbx.sip.events import Peer
+from pbx.sip.message import build_request
+from pbx.sip.timers import TimerConfig
+from pbx.sip.uri import SipUri
+from pbx.store import Binding, Extension, RecordPolicy
+from support.agent import Agent, AgentConfig
+
+PASSWORD = "Secret-101"
+FAST = TimerConfig(t1=0.05, t2=0.4, t4=0.5)
+RATE = 8000
+
+
+@dataclass
+class Box:
+    core: SipCore
+    store: SqliteStore
+    recordings: Recordings
+    recorder: CallRecorder
+    data: Path
+
+
+@asynccontextmanager
+async def recording_box(
+    data: Path,
+    journal: Path,
+    recipients: list[str],
+    *,
+    caller_policy: RecordPolicy = RecordPolicy.OUTBOUND,
+    box_policy: str = "none",
+) -> AsyncIterator[Box]:
+    store = open_store(data)
+    settings = SipSettings(port=0, t1=0.1, t2=0.8, rtp_port_min=41000, rtp_port_max=41999)
+    for number in ("101", "102"):
+        policy = caller_policy if number == "101" else RecordPolicy.NONE
+        store.directory.create(Extension(number=number, record_calls=policy))
+        store.directory.set_password(number, PASSWORD, settings.domain)
+    recordings = open_recordings(
+        store,
+        data,
+        RecordingSettings(policy=box_policy),
+        journal_dir=journal,  # type: ignore[arg-type]
+    )
+    keys = [X25519Recipient.from_string(r) for r in recipients]
+    recorder = CallRecorder(recordings, lambda: keys)
+    core = SipCore(settings, store, b"k" * 32, recorder)
+    await core.start()
+    try:
+        yield Box(core, store, recordings, recorder, data)
+    finally:
+        await core.close()
+        store.close()
+
+
+def bind(store: SqliteStore, number: str, port: int) -> None:
+    now = time.time()
+    store.bindings.put(
+        Binding(
+            aor=number,
+            contact=f"<sip:{number}@127.0.0.1:{port}>",
+            expires_at=now + 3600,
+            call_id=f"reg-{number}",
+            cseq=1,
+            source_transport="UDP",
+            source_host="127.0.0.1",
+            source_port=port,
+            updated_at=now,
+        )
+    )
+
+
+def tone(hz: float, seconds: float, amplitude: float = 8000) -> bytes:
+    """A sine as μ-law codes at 8 kHz."""
+    count = round(seconds * RATE)
+    pcm = b"".join(
+        struct.pack("<h", round(amplitude * math.sin(2 * math.pi * hz * n / RATE)))
+        for n in range(count)
+    )
+    return ulaw_encode(pcm)
+
+
+async def send_rtp(
+    sock: socket.socket, dest: tuple[str, int], codes: bytes, ssrc: int, start: float
+) -> None:
+    """Send ``codes`` as 20 ms PCMU packets on an absolute schedule from ``start`` (loop time)."""
+    loop = asyncio.get_running_loop()
+    for i in range(len(codes) // 160):
+        delay = start + i * 0.02 - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        header = struct.pack("!BBHII", 0x80, 0, i & 0xFFFF, 1000 + i * 160, ssrc)
+        sock.sendto(header + codes[i * 160 : (i + 1) * 160], dest)
+
+
+def udp_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+def sdp_port(body: bytes) -> int:
+    match = re.search(rb"m=audio (\d+)", body)
+    assert match, body
+    return int(match.group(1))
+
+
+async def agent(media_port: int) -> Agent:
+    ua = Agent(AgentConfig(timers=FAST, media_port=media_port))
+    await ua.start("UDP")
+    return ua
+
+
+async def register(ua: Agent, box: Peer, number: str, password: str, domain: str) -> int:
+    """REGISTER ``ua`` as ``number`` at the box, answering the digest challenge."""
+    host, port = ua.endpoint.local("UDP")
+    uri = SipUri(box.host, None, box.port)
+    call_id, tag = new_call_id(host), new_tag()
+    status = 0
+    creds = None
+    for cseq in (1, 2):
+        headers = [
+            ("Via", ua.endpoint.via("UDP")),
+            ("Max-Forwards", "70"),
+            ("From", f"<sip:{number}@{domain}>;tag={tag}"),
+            ("To", f"<sip:{number}@{domain}>"),
+            ("Call-ID", call_id),
+            ("CSeq", f"{cseq} REGISTER"),
+            ("Contact", f"<sip:{number}@{host}:{port}>"),
+            ("Expires", "600"),
+        ]
+        if creds is not None:
+            headers.append(("Authorization", creds.to_header()))
+        response = await ua.endpoint.request(build_request("REGISTER", uri, headers), box)
+        status = response.status
+        if status != 401:
+            return status
+        challenges = [auth.parse_challenge(v) for v in response.headers.lines("WWW-Authenticate")]
+        creds = auth.DigestClient(number, password).authorize(challenges, "REGISTER", str(uri))
+    return status
+
+
+@dataclass
+class TalkResult:
+    status: int
+    caller_rtp: int
+    callee_rtp: int
+
+
+async def talk(
+    box_peer: Peer,
+    caller: Agent,
+    callee: Agent,
+    caller_sock: socket.socket,
+    callee_sock: socket.socket,
+    *,
+    seconds: float,
+    caller_hz: float,
+    callee_hz: float,
+    hang_up: bool = True,
+    linger: float = 0.3,
+) -> asyncio.Future[int] | int:
+    """101 calls 102; both send their tone for ``seconds``; then 101 hangs up (or, with
+    ``hang_up`` False, the call is left up and its future returned). The caller hangs up
+    ``linger`` seconds after the tone."""
+    call = asyncio.ensure_future(
+        caller.call(box_peer, "102", talk=seconds + linger, auth_as=("101", PASSWORD))
+    )
+    await asyncio.wait_for(caller.answered.wait(), 10)
+    for _ in range(200):
+        if callee.counts["ACK"]:
+            break
+        await asyncio.sleep(0.01)
+    to_box_from_caller = ("127.0.0.1", sdp_port(caller.last_sdp))
+    to_box_from_callee = ("127.0.0.1", sdp_port(callee.first_offer))
+    start = asyncio.get_running_loop().time() + 0.05
+    await asyncio.gather(
+        send_rtp(caller_sock, to_box_from_caller, tone(caller_hz, seconds), 0x1111, start),
+        send_rtp(callee_sock, to_box_from_callee, tone(callee_hz, seconds), 0x2222, start),
+    )
+    if not hang_up:
+        return call
+    return await call
+
+
+async def finished(recordings: Recordings, call_id: str, timeout: float = 10) -> RecordingInfo:
+    """The call's recording once it left the ``recording`` state."""
+    for _ in range(int(timeout / 0.05)):
+        rows = recordings.catalog.list(call_id=call_id)
+        if rows and rows[0].state is not RecordingState.RECORDING:
+            return rows[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the recording of {call_id} did not finish: {rows}")
+
+
+# ------------------------------------------------------------------------------ audio
+
+
+@dataclass
+class Wav:
+    channels: int
+    rate: int
+    frames: int
+    left: list[int]
+    right: list[int]
+
+
+def read_wav(data: bytes) -> Wav:
+    """Parse with the standard library's ``wave`` (a stock reader, not ours)."""
+    with wave.open(io.BytesIO(data)) as w:
+        channels, width, rate, frames = (
+            w.getnchannels(),
+            w.getsampwidth(),
+            w.getframerate(),
+            w.getnframes(),
+        )
+        raw = w.readframes(frames)
+    assert width == 2
+    samples = struct.unpack(f"<{len(raw) // 2}h", raw)
+    return Wav(channels, rate, frames, list(samples[0::2]), list(samples[1::2]))
+
+
+def goertzel_power(block: list[int], hz: float, rate: int = RATE) -> float:
+    coeff = 2 * math.cos(2 * math.pi * hz / rate)
+    s1 = s2 = 0.0
+    for x in block:
+        s1, s2 = x + coeff * s1 - s2, s1
+    return s1 * s1 + s2 * s2 - coeff * s1 * s2
+
+
+def tone_seconds(samples: list[int], hz: float, rate: int = RATE) -> float:
+    """How long ``hz`` is there: 20 ms blocks whose energy is mostly at ``hz`` (for a pure
+    sine the ratio 2 P / (N E) is 1; silence, noise or another tone give ~0)."""
+    n = rate // 50
+    found = 0
+    for start in range(0, len(samples) - n + 1, n):
+        block = samples[start : start + n]
+        energy = sum(x * x for x in block)
+        if energy > n * 100**2 and 2 * goertzel_power(block, hz, rate) / (n * energy) > 0.5:
+            found += 1
+    return found * n / rate
