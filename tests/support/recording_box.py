@@ -186,12 +186,13 @@ async def talk(
     callee_hz: float,
     hang_up: bool = True,
     linger: float = 0.3,
+    password: str = PASSWORD,
 ) -> asyncio.Future[int] | int:
     """101 calls 102; both send their tone for ``seconds``; then 101 hangs up (or, with
     ``hang_up`` False, the call is left up and its future returned). The caller hangs up
     ``linger`` seconds after the tone."""
     call = asyncio.ensure_future(
-        caller.call(box_peer, "102", talk=seconds + linger, auth_as=("101", PASSWORD))
+        caller.call(box_peer, "102", talk=seconds + linger, auth_as=("101", password))
     )
     await asyncio.wait_for(caller.answered.wait(), 10)
     for _ in range(200):
