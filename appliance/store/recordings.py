@@ -19,6 +19,14 @@ _COLUMNS = (
     "size, sha256, recipients, codec_note, deleted_at"
 )
 
+# An upsert on the id, not INSERT OR REPLACE: a clash on the unique path must fail, not
+# silently delete the other recording's row.
+_UPSERT = (
+    f"INSERT INTO recordings ({_COLUMNS}) VALUES ({', '.join('?' * 14)}) ON CONFLICT (id) DO "
+    "UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",")[1:])
+)
+
 
 def _row(info: RecordingInfo) -> tuple[object, ...]:
     return (
@@ -53,11 +61,8 @@ class SqliteRecordingCatalog:
         self._db = metadata
 
     def put(self, info: RecordingInfo) -> None:
-        marks = ", ".join("?" * 14)
         try:
-            self._db.execute(
-                f"INSERT OR REPLACE INTO recordings ({_COLUMNS}) VALUES ({marks})", _row(info)
-            )
+            self._db.execute(_UPSERT, _row(info))
         except sqlite3.IntegrityError as exc:
             raise InvalidValue(f"recording {info.id}: {exc}") from exc
 

@@ -438,11 +438,12 @@ class Recordings:
         with AgeReader.open(self.path(info), identities) as reader:
             fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as out:
-                written = 0
+                first = reader.read(1 << 20)
+                out.write(_exact_wav_header(first, reader.size))
+                written = len(first)
                 while block := reader.read(1 << 20):
                     out.write(block)
                     written += len(block)
-                _fix_wav_sizes(out, written)
         self.audit.append(
             "recording.exported",
             actor=actor,
@@ -461,23 +462,17 @@ class Recordings:
         return info
 
 
-def _fix_wav_sizes(out: object, written: int) -> None:
-    """Rewrite a streaming WAV header (a file finalized by hand) with the real sizes."""
-    if written < HEADER_SIZE:
-        return
-    import io  # noqa: PLC0415
-
-    assert isinstance(out, io.BufferedWriter)
-    out.flush()
-    with open(out.fileno(), "rb", closefd=False) as source:
-        head = os.pread(source.fileno(), HEADER_SIZE, 0)
+def _exact_wav_header(first: bytes, total: int) -> bytes:
+    """``first`` (the file's first bytes) with a streaming WAV header made exact, for files
+    finalized without the recorder's own header rewrite."""
     try:
-        channels, rate, size = parse_header(head)
+        channels, rate, size = parse_header(first)
     except ValueError:
-        return
-    if size is None:
-        audio = written - HEADER_SIZE
-        os.pwrite(out.fileno(), wav_header(audio - audio % (2 * channels), rate=rate), 0)
+        return first
+    if size is not None:
+        return first
+    audio = total - HEADER_SIZE
+    return wav_header(audio - audio % (2 * channels), rate=rate) + first[HEADER_SIZE:]
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:
