@@ -96,6 +96,19 @@ async def test_a_call_is_recorded_and_each_tone_lands_in_its_channel(
     right_600, right_1000 = tone_seconds(wav.right, CALLEE_HZ), tone_seconds(wav.right, CALLER_HZ)
     assert 2.3 <= left_1000 <= 2.5 and left_600 == 0, (left_1000, left_600)
     assert 2.3 <= right_600 <= 2.5 and right_1000 == 0, (right_600, right_1000)
+    # What the box replicates (metadata.db and its WAL) holds no audio and no key material.
+    replicated = b"".join(
+        p.read_bytes() for p in (tmp_path / "data").glob("metadata.db*") if p.is_file()
+    )
+    secret = identity.read_text().split("AGE-SECRET-KEY-")[1].split()[0]
+    assert b"AGE-SECRET-KEY" not in replicated and secret.encode() not in replicated
+    windows = [plain[at : at + 32] for at in range(HEADER_SIZE, len(plain) - 32, 997)]
+    audible = [w for w in windows if len(set(w)) > 8]  # not silence
+    assert len(audible) > 50
+    assert not [w for w in audible if w in replicated]
+    assert not [
+        c for c in range(0, len(ciphertext) - 32, 997) if ciphertext[c : c + 32] in replicated
+    ]
     # In step: both tones start within a packet or two of each other.
     first = [next(i for i, x in enumerate(ch) if abs(x) > 2000) for ch in (wav.left, wav.right)]
     assert abs(first[0] - first[1]) <= 320, first
