@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import subprocess
 from collections.abc import Iterator
@@ -16,11 +17,14 @@ import pytest
 from support.agetool import age, keygen, needs_age
 from support.recording_box import (
     agent,
+    answer,
     bind,
     finished,
     read_wav,
     recording_box,
+    send_rtp,
     talk,
+    tone,
     tone_seconds,
     udp_socket,
 )
@@ -239,3 +243,44 @@ async def test_disk_full_stops_the_recording_cleanly_and_the_call_goes_on(
         wav.frames == (65536 - HEADER_SIZE) // 4 and abs(info.duration - wav.frames / 8000) < 1e-6
     )
     assert tone_seconds(wav.left, CALLER_HZ) >= 1.5 and tone_seconds(wav.right, CALLEE_HZ) >= 1.5
+
+
+async def test_hold_then_a_new_stream_stays_in_step(
+    tmp_path: Path, volatile_dir: Path, site_key: tuple[Path, str]
+) -> None:
+    """Through the real relay: the caller talks 1 s, goes silent 1.2 s (hold), then comes back
+    as a new RTP stream (new SSRC and timestamps, as after a re-INVITE or a transfer) for 1 s,
+    while the callee talks throughout. The caller's second stretch lands 2.2 s after its
+    first, where it was spoken, not right after the first stretch."""
+    identity, recipient = site_key
+    async with recording_box(tmp_path / "data", volatile_dir, [recipient]) as box:
+        socks = udp_socket(), udp_socket()
+        callee = await agent(socks[1].getsockname()[1])
+        bind(box.store, "102", callee.endpoint.local("UDP")[1])
+        caller = await agent(socks[0].getsockname()[1])
+        peer = Peer("UDP", "127.0.0.1", box.core.endpoint.local("UDP")[1])
+        call, to_box_a, to_box_b = await answer(peer, caller, callee, seconds=3.6)
+        start = asyncio.get_running_loop().time() + 0.05
+        await asyncio.gather(
+            send_rtp(socks[1], to_box_b, tone(CALLEE_HZ, 3.2), 0x2222, start),
+            send_rtp(socks[0], to_box_a, tone(CALLER_HZ, 1.0), 0x1111, start),
+            send_rtp(socks[0], to_box_a, tone(CALLER_HZ, 1.0), 0x3333, start + 2.2, 0x7FFF0000),
+        )
+        assert await call == 200
+        (record,) = box.store.cdr.search()
+        info = await finished(box.recordings, record.call_id)
+        for ua in (caller, callee):
+            await ua.close()
+        for sock in socks:
+            sock.close()
+    wav = read_wav(age("-d", "-i", identity, box.recordings.path(info)))
+    assert 1.9 <= tone_seconds(wav.left, CALLER_HZ) <= 2.0
+    assert 3.1 <= tone_seconds(wav.right, CALLEE_HZ) <= 3.2
+    loud = [i for i, x in enumerate(wav.left) if abs(x) > 2000]
+    gaps = [(a, b) for a, b in itertools.pairwise(loud) if b - a > 8000]
+    assert len(gaps) == 1, gaps
+    (end_first, start_second) = gaps[0]
+    assert abs((start_second - loud[0]) / 8000 - 2.2) <= 0.05, (loud[0], start_second)
+    assert abs((end_first - loud[0]) / 8000 - 1.0) <= 0.02
+    right_start = next(i for i, x in enumerate(wav.right) if abs(x) > 2000)
+    assert abs(right_start - loud[0]) <= 320  # both channels start together

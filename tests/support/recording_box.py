@@ -107,15 +107,21 @@ def tone(hz: float, seconds: float, amplitude: float = 8000) -> bytes:
 
 
 async def send_rtp(
-    sock: socket.socket, dest: tuple[str, int], codes: bytes, ssrc: int, start: float
+    sock: socket.socket,
+    dest: tuple[str, int],
+    codes: bytes,
+    ssrc: int,
+    start: float,
+    ts0: int = 1000,
 ) -> None:
-    """Send ``codes`` as 20 ms PCMU packets on an absolute schedule from ``start`` (loop time)."""
+    """Send ``codes`` as 20 ms PCMU packets on an absolute schedule from ``start`` (loop
+    time), timestamps from ``ts0``."""
     loop = asyncio.get_running_loop()
     for i in range(len(codes) // 160):
         delay = start + i * 0.02 - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        header = struct.pack("!BBHII", 0x80, 0, i & 0xFFFF, 1000 + i * 160, ssrc)
+        header = struct.pack("!BBHII", 0x80, 0, i & 0xFFFF, (ts0 + i * 160) & 0xFFFFFFFF, ssrc)
         sock.sendto(header + codes[i * 160 : (i + 1) * 160], dest)
 
 
@@ -172,6 +178,26 @@ class TalkResult:
     status: int
     caller_rtp: int
     callee_rtp: int
+
+
+async def answer(
+    box_peer: Peer, caller: Agent, callee: Agent, *, seconds: float, password: str = PASSWORD
+) -> tuple[asyncio.Future[int], tuple[str, int], tuple[str, int]]:
+    """101 calls 102 and talks ``seconds``; returns the call and where each phone must send
+    its RTP (the box's ports), once 102 has the ACK."""
+    call = asyncio.ensure_future(
+        caller.call(box_peer, "102", talk=seconds, auth_as=("101", password))
+    )
+    await asyncio.wait_for(caller.answered.wait(), 10)
+    for _ in range(200):
+        if callee.counts["ACK"]:
+            break
+        await asyncio.sleep(0.01)
+    return (
+        call,
+        ("127.0.0.1", sdp_port(caller.last_sdp)),
+        ("127.0.0.1", sdp_port(callee.first_offer)),
+    )
 
 
 async def talk(
