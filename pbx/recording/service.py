@@ -48,16 +48,16 @@ from pbx.recording.age import (
     AgeReader,
     AgeWriter,
     Identity,
+    NothingToRecoverError,
     StorageError,
     StorageFullError,
     X25519Recipient,
     recover,
-    recover_pending,
     shred,
 )
 from pbx.recording.catalog import AlarmLog, RecordingCatalog, RecordingInfo, RecordingState
 from pbx.recording.journal import KeyJournal
-from pbx.recording.recorder import RecorderCore, record_tap
+from pbx.recording.recorder import RecorderCore, TapLike, record_tap
 from pbx.recording.wav import (
     BYTES_PER_FRAME,
     HEADER_SIZE,
@@ -195,12 +195,6 @@ class Recordings:
     def path(self, info: RecordingInfo) -> Path:
         return self.folder / info.path
 
-    def _relative(self, path: str | Path) -> str:
-        try:
-            return Path(path).resolve().relative_to(self.folder.resolve()).as_posix()
-        except ValueError:
-            return ""
-
     # -------------------------------------------------------------- call records
 
     def mark_call(self, info: RecordingInfo) -> None:
@@ -230,49 +224,28 @@ class Recordings:
     # -------------------------------------------------------------- recovery
 
     def recover(self, identities: Sequence[Identity] = ()) -> list[RecordingInfo]:
-        """Finalize every recording left unfinished by a crash: from the key journal (after
-        ``kill -9``), and with ``identities`` the ones the journal no longer knows (after a
-        power loss). Each becomes ``incomplete``, with its call record, and is audited.
-        Call it only while no recorder runs on the folder (hold its :class:`FolderLock`)."""
-        recovered: list[RecordingInfo] = []
-        done: set[str] = set()
-        if self.journal is not None:
-            for outcome in recover_pending(
-                self.journal, identities=identities, head=header_for_plaintext
-            ):
-                info = self.catalog.by_path(self._relative(outcome.path))
-                if info is None:
-                    log.warning("recovered %s, which no recording row names", outcome.path)
-                    continue
-                done.add(info.id)
-                if outcome.report is None:
-                    recovered.append(self._recovery_failed(info, outcome.error))
-                    continue
-                report = outcome.report
-                recovered.append(
-                    self._recovered(
-                        info,
-                        report.ciphertext_size,
-                        report.sha256,
-                        report.plaintext_size,
-                        report.discarded_bytes,
-                    )
-                )
-        for info in self.catalog.list(state=RecordingState.RECORDING):
-            if info.id in done:
-                continue
-            if not identities:
-                log.warning("recording %s needs the site identity to be recovered", info.id)
-                continue
+        """Finalize every recording of this folder left unfinished by a crash (rows still
+        ``recording``): with the file key from the key journal (after ``kill -9``), or with
+        ``identities`` (after a power loss emptied the journal). Each becomes ``incomplete``,
+        with its call record, and is audited; one without any audio becomes ``failed``.
+        Journal entries of other folders are left alone. Call it only while no recorder runs
+        on the folder (hold its :class:`FolderLock`)."""
+        done: list[RecordingInfo] = []
+        for info in self.catalog.list(state=RecordingState.RECORDING, limit=100_000):
+            path = self.path(info)
             try:
-                report = recover(self.path(info), identities=identities, head=header_for_plaintext)
-            except FileNotFoundError:
-                recovered.append(self._recovery_failed(info, "the file is gone"))
+                report = recover(
+                    path, journal=self.journal, identities=identities, head=header_for_plaintext
+                )
+            except (FileNotFoundError, NothingToRecoverError) as exc:
+                self._forget_key(path)
+                why = "the file is gone" if isinstance(exc, FileNotFoundError) else str(exc)
+                done.append(self._recovery_failed(info, why, final=True))
                 continue
             except (AgeError, OSError) as exc:
-                recovered.append(self._recovery_failed(info, str(exc)))
+                done.append(self._recovery_failed(info, str(exc), final=False))
                 continue
-            recovered.append(
+            done.append(
                 self._recovered(
                     info,
                     report.ciphertext_size,
@@ -281,7 +254,14 @@ class Recordings:
                     report.discarded_bytes,
                 )
             )
-        return recovered
+        return done
+
+    def _forget_key(self, path: Path) -> None:
+        if self.journal is None:
+            return
+        for entry in self.journal.pending():
+            if Path(entry.path) == path.resolve():
+                self.journal.remove(entry.header_id)
 
     def _recovered(
         self, info: RecordingInfo, size: int, sha256: str, plaintext: int, discarded: int
@@ -312,16 +292,18 @@ class Recordings:
         )
         return info
 
-    def _recovery_failed(self, info: RecordingInfo, why: str) -> RecordingInfo:
-        no_audio = "no audio" in why or "gone" in why
-        note = f"{info.codec_note}; {why}" if info.codec_note else why
-        ended = max(self.clock(), info.started_at)
-        info = replace(info, state=RecordingState.FAILED, ended_at=ended, codec_note=note)
-        if not no_audio:  # the file may still be recovered with the site identity: keep it
-            self.alarms.raise_alarm(
-                ACTOR, "recording.recovery-failed", f"{info.id}: {why}", self.clock()
-            )
+    def _recovery_failed(self, info: RecordingInfo, why: str, *, final: bool) -> RecordingInfo:
+        """``final``: there is no audio to recover (mark it failed); otherwise the file stays
+        ``recording`` for a later attempt with the site identity, and an alarm says so."""
+        now = self.clock()
+        if not final:
+            log.error("recording %s not recovered: %s", info.id, why)
+            self.alarms.raise_alarm(ACTOR, "recording.recovery-failed", f"{info.id}: {why}", now)
             return info
+        note = f"{info.codec_note}; {why}" if info.codec_note else why
+        info = replace(
+            info, state=RecordingState.FAILED, ended_at=max(now, info.started_at), codec_note=note
+        )
         self.catalog.put(info)
         self.mark_call(info)
         self.audit.append(
@@ -571,17 +553,31 @@ class CallRecorder:
     async def _record(
         self,
         live: _Live,
-        tap: object,
+        tap: TapLike,
         core: RecorderCore,
         recipients: list[X25519Recipient],
         clock: Callable[[], float],
     ) -> None:
-        from pbx.media.relay import Tap  # noqa: PLC0415 (typing only; the relay is an adapter)
+        try:
+            await self._run_recording(live, tap, core, recipients, clock)
+        except Exception:  # a bug here must not linger as a silent task failure
+            log.exception("recording %s of call %s failed", live.info.id, live.info.call_id)
+            tap.close()
+        finally:
+            self.live.pop(live.info.call_id, None)
 
-        assert isinstance(tap, Tap)
+    async def _run_recording(
+        self,
+        live: _Live,
+        tap: TapLike,
+        core: RecorderCore,
+        recipients: list[X25519Recipient],
+        clock: Callable[[], float],
+    ) -> None:
         recordings = self.recordings
         info = live.info
         path = recordings.path(info)
+        recordings.catalog.put(info)  # first: a crash from here on leaves a row to recover
         try:
             writer = await asyncio.to_thread(self._create, path, recipients)
         except (StorageError, OSError) as exc:
@@ -589,9 +585,7 @@ class CallRecorder:
             full = isinstance(exc, StorageFullError) or getattr(exc, "errno", 0) == errno.ENOSPC
             code = "recording.disk-full" if full else "recording.storage-error"
             self._failed(info, code, f"cannot create the recording: {exc}")
-            self.live.pop(info.call_id, None)
             return
-        recordings.catalog.put(info)
         recordings.audit.append(
             "recording.started",
             actor=ACTOR,
@@ -651,11 +645,16 @@ class CallRecorder:
                 "sha256": info.sha256,
             },
         )
+        self._settle(info)
+
+    def _settle(self, info: RecordingInfo) -> None:
+        """Give the call record the recording's final state: now if the call has ended, else
+        when the call manager writes its record (:meth:`call_record`)."""
         self.live.pop(info.call_id, None)
-        if recordings.cdr.get(info.call_id) is not None:
-            recordings.mark_call(info)
+        if self.recordings.cdr.get(info.call_id) is not None:
+            self.recordings.mark_call(info)
         else:
-            self.finished[info.call_id] = info  # the call goes on: its record gets the state
+            self.finished[info.call_id] = info
 
     def _create(self, path: Path, recipients: list[X25519Recipient]) -> AgeWriter:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -682,7 +681,7 @@ class CallRecorder:
             target=info.id,
             detail={"call_id": info.call_id, "reason": code},
         )
-        self.finished[info.call_id] = info
+        self._settle(info)
 
     async def close(self, timeout: float = 10.0) -> None:
         """Wait for the recordings still finishing (their taps close with the calls)."""

@@ -149,6 +149,12 @@ def test_the_box_recovers_at_start(tmp_path: Path, volatile_dir: Path) -> None:
         writer.abort()
         with open(path, "r+b") as f:  # tear the last chunk
             f.truncate(path.stat().st_size - 1000)
+        # Another box's recording in progress, sharing the journal: not ours to touch.
+        foreign = tmp_path / "other-box" / "call.wav.age"
+        foreign.parent.mkdir()
+        live = AgeWriter.create(foreign, [recipient], journal=recordings.journal)
+        live.write(bytes(3 * CHUNK_SIZE))
+        foreign_size = foreign.stat().st_size
         box = start_box_recording(
             store, data, RecordingSettings(), recipients=[str(recipient)], journal_dir=volatile_dir
         )
@@ -158,6 +164,8 @@ def test_the_box_recovers_at_start(tmp_path: Path, volatile_dir: Path) -> None:
         assert got is not None and got.state is RecordingState.INCOMPLETE
         assert after is not None and after.recording_state == "incomplete"
         assert [e.action for e in store.audit.events()] == ["recording.recovered"]
+        assert foreign.stat().st_size == foreign_size and len(list(volatile_dir.iterdir())) == 1
+        live.close()
     finally:
         store.close()
     plain = age("-d", "-i", identity, path)
