@@ -264,6 +264,15 @@ def test_cli_list_export_verify_prune(
     assert "wrong key" in capsys.readouterr().err
     assert not (tmp_path / "x.wav").exists()
 
+    # Playback (what the management API will serve): random access, audited with its origin.
+    reader = recordings.open(rec.id, [X25519Identity.from_string(
+        identity.read_text().split()[-1])], actor="admin", origin="lan")  # fmt: skip
+    with reader:
+        reader.seek(44 + 4 * 4000)
+        assert reader.read(8) == out.read_bytes()[44 + 16000 : 44 + 16008]
+    played = store.audit.events(action="recording.played")
+    assert [(e.actor, e.origin, e.target) for e in played] == [("admin", "lan", rec.id)]
+
     assert main([*base, "prune", "--days", "30"]) == 0
     assert f"deleted {old.id}" in capsys.readouterr().out
     assert (
