@@ -1,5 +1,6 @@
-"""Crash safety end to end: ``kill -9`` of ``edgepbx run`` in the middle of a recorded call,
-then ``edgepbx recordings recover``: the partial file becomes a valid age file holding every
+"""Crash safety end to end: ``kill -9`` of ``edgepbx run`` (all its processes, or only the
+core) in the middle of a recorded call, then ``edgepbx recordings recover`` (or the restarted
+core): the partial file becomes a valid age file holding every
 complete chunk (stock ``age -d`` opens it, the WAV's sizes are right, both tones are there),
 the recording and the call record say ``incomplete``, and the audit log says so too. Also the
 same recovery done automatically when the box starts."""
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import pytest
 from support.agetool import age, keygen, needs_age
-from support.recording_box import agent, read_wav, register, talk, tone_seconds, udp_socket
-from support.sipp import free_port
+from support.daemon import BoxDaemon, put_binding
+from support.recording_box import agent, read_wav, talk, tone_seconds, udp_socket
 
+from appliance.daemon import prepare_data
 from appliance.recordings import open_recordings, start_box_recording
 from appliance.store import open_store
 from pbx.recording.age import CHUNK_SIZE, AgeWriter, X25519Recipient
@@ -29,85 +31,83 @@ from pbx.sip.events import Peer
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 
-EDGEPBX = str(Path(sys.executable).parent / "edgepbx")
+EDGEPBX = [sys.executable, "-m", "appliance.cli"]
 
 
 def edgepbx(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [EDGEPBX, *map(str, args)], capture_output=True, text=True, timeout=60, check=False
+        [*EDGEPBX, *map(str, args)], capture_output=True, text=True, timeout=60, check=False
     )
 
 
-def start_box(data: Path, journal: Path, port: int, recipient: str) -> subprocess.Popen[str]:
-    box = subprocess.Popen(
-        [EDGEPBX, "run", "--port", str(port), "--data", str(data), "--record", "both",
-         "--recipient", recipient, "--journal", str(journal)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
-    assert box.stdout is not None
-    deadline = time.monotonic() + 30
-    seen = []
-    while time.monotonic() < deadline:
-        line = box.stdout.readline()
-        seen.append(line)
-        if "is running" in line:
-            return box
-        if not line and box.poll() is not None:
-            break
-    box.kill()
-    raise AssertionError("edgepbx run did not start:\n" + "".join(seen))
+def ready(fields: dict[str, str]) -> bool:
+    return fields.get("READY") == "1"
 
 
-@needs_age
-async def test_kill_9_mid_call_then_recover(tmp_path: Path, volatile_dir: Path) -> None:
-    identity = tmp_path / "site.txt"
-    recipient = keygen(identity)
-    data, port = tmp_path / "data", free_port()
-    box = start_box(data, volatile_dir, port, recipient)
+def gone(pid: int) -> bool:
     try:
-        passwords = dict(
-            line.split() for line in (data / "demo-credentials.txt").read_text().splitlines()
-        )
-        peer = Peer("UDP", "127.0.0.1", port)
-        socks = udp_socket(), udp_socket()
-        callee = await agent(socks[1].getsockname()[1])
-        assert await register(callee, peer, "102", passwords["102"], "edgepbx.local") == 200
-        caller = await agent(socks[0].getsockname()[1])
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"  # a zombie holds no files (nor locks) any more
+
+
+async def recorded_call_then_kill(
+    tmp_path: Path, journal: Path, recipient: str, *, whole_box: bool
+) -> tuple[Path, BoxDaemon]:
+    """``edgepbx run`` records a call; both phones send their tone for 3 s, then
+    ``kill -9``: of the core process (the supervisor restarts it), or of every process of
+    the box (``whole_box``)."""
+    data = tmp_path / "data"
+    socks = udp_socket(), udp_socket()
+    callee = await agent(socks[1].getsockname()[1])
+    caller = await agent(socks[0].getsockname()[1])
+    demo = dict(prepare_data(data, "edgepbx.local"))
+    put_binding(data, "102", "127.0.0.1", callee.endpoint.local("UDP")[1])
+    extra = ["--record", "both", "--recipient", recipient, "--journal", str(journal)]
+    box = BoxDaemon(data, extra=extra)
+    try:
+        await asyncio.to_thread(box.wait_notify, ready)
+        peer = Peer("UDP", "127.0.0.1", box.sip_port)
         call = await talk(
             peer, caller, callee, *socks, seconds=3.0, caller_hz=1000, callee_hz=600,
-            hang_up=False, linger=30, password=passwords["101"],
+            hang_up=False, linger=30, password=demo["101"],
         )  # fmt: skip
         assert isinstance(call, asyncio.Future)
         # The box holds the folder while it runs: recovery from outside is refused.
-        refused = edgepbx("recordings", "--data", data, "--journal", volatile_dir, "recover")
+        refused = edgepbx("recordings", "--data", data, "--journal", journal, "recover")
         assert refused.returncode == 1 and "running box" in refused.stderr
-        os.kill(box.pid, signal.SIGKILL)  # mid-call, mid-chunk
-        box.wait(10)
+        parts = box.children()
+        victims = [box.process.pid, *parts.values()] if whole_box else [parts["core"]]
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)  # mid-call, mid-chunk
+        for _ in range(100):
+            if all(gone(pid) for pid in victims):
+                break
+            await asyncio.sleep(0.05)
         call.cancel()
+    except BaseException:
+        box.close()
+        raise
+    finally:
         for ua in (caller, callee):
             await ua.close()
         for sock in socks:
             sock.close()
-    finally:
-        if box.poll() is None:
-            box.kill()
-            box.wait()
-    assert len(list(volatile_dir.iterdir())) == 1  # the file key of the unfinished recording
+    return data, box
 
-    done = edgepbx("recordings", "--data", data, "--journal", volatile_dir, "recover")
-    assert done.returncode == 0, done.stderr
-    assert "1 recordings recovered" in done.stdout
-    assert not list(volatile_dir.iterdir())
 
+def check_recovered(data: Path, journal: Path, identity: Path) -> None:
+    """One incomplete recording holding exactly its complete chunk, its call record and its
+    audit trail, a clean verify, and audio that stock age decrypts with both tones."""
     store = open_store(data)
     try:
-        recordings = open_recordings(store, data, journal_dir=volatile_dir)
+        recordings = open_recordings(store, data, journal_dir=journal)
         (info,) = recordings.catalog.list()
         assert info.state is RecordingState.INCOMPLETE
-        # One complete chunk was flushed before the kill (3 s of audio is 1.5 chunks).
-        assert info.duration == (CHUNK_SIZE - HEADER_SIZE) // 4 / 8000
+        # Whole chunks only (the timeline runs on in silence after the tone until the kill).
+        plaintext = HEADER_SIZE + round(info.duration * 8000) * 4
+        assert plaintext % CHUNK_SIZE == 0 and plaintext >= CHUNK_SIZE
         (record,) = store.cdr.search()
         assert (record.recording_ref, record.recording_state) == (info.id, "incomplete")
         assert record.caller_number == "101" and record.callee_number == "102"
@@ -116,11 +116,54 @@ async def test_kill_9_mid_call_then_recover(tmp_path: Path, volatile_dir: Path) 
         path = recordings.path(info)
     finally:
         store.close()
+    assert not list(journal.iterdir())  # the file key is gone from the journal
     verified = edgepbx("recordings", "--data", data, "verify")
-    assert verified.returncode == 0 and "1 recordings checked; audit chain ok" in verified.stdout
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "1 recordings checked; audit chain ok" in verified.stdout
     wav = read_wav(age("-d", "-i", identity, path))
-    assert wav.frames == (CHUNK_SIZE - HEADER_SIZE) // 4
+    assert wav.frames == (plaintext - HEADER_SIZE) // 4
     assert tone_seconds(wav.left, 1000) >= 1.5 and tone_seconds(wav.right, 600) >= 1.5
+
+
+@needs_age
+async def test_kill_9_of_the_box_then_edgepbx_recordings_recover(
+    tmp_path: Path, volatile_dir: Path
+) -> None:
+    identity = tmp_path / "site.txt"
+    recipient = keygen(identity)
+    data, box = await recorded_call_then_kill(tmp_path, volatile_dir, recipient, whole_box=True)
+    box.close()
+    assert len(list(volatile_dir.iterdir())) == 1  # the file key of the unfinished recording
+    done = edgepbx("recordings", "--data", data, "--journal", volatile_dir, "recover")
+    assert done.returncode == 0, done.stderr
+    assert "1 recordings recovered" in done.stdout
+    check_recovered(data, volatile_dir, identity)
+
+
+@needs_age
+async def test_kill_9_of_the_core_then_it_recovers_when_restarted(
+    tmp_path: Path, volatile_dir: Path
+) -> None:
+    identity = tmp_path / "site.txt"
+    recipient = keygen(identity)
+    data, box = await recorded_call_then_kill(tmp_path, volatile_dir, recipient, whole_box=False)
+    try:
+        # The supervisor restarts the core; it finalizes the recording before taking calls.
+        await asyncio.to_thread(box.wait_notify, lambda f: "core failed" in f.get("STATUS", ""))
+        for _ in range(300):
+            store = open_store(data)
+            try:
+                rows = open_recordings(store, data, journal_dir=volatile_dir).catalog.list()
+            finally:
+                store.close()
+            if rows and rows[0].state is RecordingState.INCOMPLETE:
+                break
+            await asyncio.sleep(0.1)
+        box.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(box.process.wait, 30) == 0
+    finally:
+        box.close()
+    check_recovered(data, volatile_dir, identity)
 
 
 @needs_age
