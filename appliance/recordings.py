@@ -38,6 +38,7 @@ __all__ = ["BoxRecording", "add_commands", "default_journal_dir", "open_recordin
 
 RECORDINGS = "recordings"
 KEYS = "keys"
+SETUP_IDENTITY = "site-identity.txt"  # appliance.setup.service.IDENTITY_FILE
 _VOLATILE = ("tmpfs", "ramfs")
 
 
@@ -78,13 +79,23 @@ def open_recordings(
 
 def site_recipients(data: Path, extra: Sequence[str] = ()) -> list[X25519Recipient]:
     """What new recordings are encrypted to: the keyring's current site key and escrow keys
-    (if a keyring exists under the data folder), then ``extra`` (``age1...`` strings)."""
+    (``edgepbx keys``), else the setup console's site identity's recipient, then ``extra``
+    (``age1...`` strings). Public keys only: recording needs no secret."""
     recipients: list[X25519Recipient] = []
     if (data / KEYS / "keyring.json").exists():
         keyring = Keyring(data / KEYS)
         if keyring.current is not None:
             recipients += keyring.recording_recipients()
-    recipients += [X25519Recipient.from_string(r) for r in extra]
+    # The setup console's first-boot identity names its recipient in a comment line.
+    console = data / SETUP_IDENTITY
+    if not recipients and console.exists():
+        for line in console.read_text().splitlines():
+            if line.startswith("# recipient: "):
+                recipients.append(X25519Recipient.from_string(line.split(": ", 1)[1].strip()))
+    for text in extra:
+        recipient = X25519Recipient.from_string(text)
+        if recipient not in recipients:
+            recipients.append(recipient)
     return recipients
 
 

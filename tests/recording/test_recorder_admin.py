@@ -18,7 +18,7 @@ from support.agetool import age, keygen, needs_age
 from support.recording_box import read_wav
 
 from appliance.cli import main
-from appliance.recordings import open_recordings
+from appliance.recordings import open_recordings, site_recipients
 from appliance.store import SqliteStore, open_store
 from appliance.store.recordings import SqliteAlarmLog, SqliteRecordingCatalog
 from pbx.recording.age import AgeWriter, X25519Identity, X25519Recipient
@@ -30,6 +30,7 @@ from pbx.recording.catalog import (
     RecordingInfo,
     RecordingState,
 )
+from pbx.recording.keys import Keyring
 from pbx.recording.service import Recordings, RecordingSettings, relative_path
 from pbx.recording.wav import wav_header
 from pbx.store import CallRecord, Direction, Disposition, HangupSide, InvalidValue
@@ -287,3 +288,20 @@ def test_cli_list_export_verify_prune(
     assert main([*base, "verify"]) == 1
     assert f"PROBLEM {rec.id}: SHA-256 does not match" in capsys.readouterr().out
     assert hashlib.sha256(path.read_bytes()).hexdigest() != rec.sha256
+
+
+def test_site_recipients_come_from_the_keyring_or_the_setup_console(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    assert site_recipients(data) == []
+    escrow = X25519Identity.generate().recipient()
+    console = X25519Identity.generate()
+    (data / "site-identity.txt").write_text(
+        f"# recipient: {console.recipient()}\n{console.secret_string()}\n"
+    )
+    assert site_recipients(data, [str(escrow)]) == [console.recipient(), escrow]
+    keyring = Keyring(data / "keys", work_factor=10)
+    site = keyring.initialize("correct horse battery staple")
+    keyring.add_escrow(str(escrow))
+    got = site_recipients(data, [str(escrow)])  # the keyring wins; no duplicate escrow
+    assert [r.fingerprint for r in got] == [site.fingerprint, escrow.fingerprint]
