@@ -19,6 +19,8 @@ from appliance.api.age_library import AgeFolderLibrary
 from appliance.api.console_app import ConsoleSettings, build_console_services
 from appliance.api.console_deps import ConsoleServices
 from appliance.api.vault import IdentityVault
+from appliance.recordings import open_recordings
+from appliance.recordings_api import CatalogedLibrary, RecordingAlarms
 from appliance.service.link_routes import install_link_routes
 from appliance.setup.service import CloudPairing
 from appliance.store import SqliteStore
@@ -103,14 +105,16 @@ def build_api(
     network = "netlink" if os.environ.get("EDGEPBX_NETWORK") == "netlink" else "memory"
     console = build_console_services(ConsoleSettings(data_dir=data, network=network), store)
     library, vault = _recordings(store, data)
+    recordings = open_recordings(store, data)  # the recorder's catalog and alarms
     context = BoxContext(
         store=store,
         sip=sip,
         calls=calls,
         sync=_sync_source(data),
-        recordings=library,
+        recordings=CatalogedLibrary(library, recordings),
         vault=vault,
         console=console,
+        alarm_sources=[RecordingAlarms(recordings.alarms)],
     )
     app = create_app(context)
     install_link_routes(app)

@@ -341,12 +341,21 @@ class Recordings:
         return deleted
 
     def delete(
-        self, info: RecordingInfo, *, reason: str, actor: str, origin: Origin
+        self,
+        info: RecordingInfo,
+        *,
+        reason: str,
+        actor: str,
+        origin: Origin,
+        audit: bool = True,
     ) -> RecordingInfo:
+        """Shred and delete one recording; ``audit`` False when the caller audits it."""
         existed = shred(self.path(info))  # key stanzas first, then the file; gone is success
         info = replace(info, state=RecordingState.DELETED, deleted_at=self.clock())
         self.catalog.put(info)
         self.mark_call(info)
+        if not audit:
+            return info
         self.audit.append(
             "recording.deleted",
             actor=actor,
@@ -399,11 +408,16 @@ class Recordings:
     ) -> AgeReader:
         """A random-access reader over the recording's WAV (for playback); audited."""
         info = self._readable(recording_id)
-        reader = AgeReader.open(self.path(info), identities)
+        reader = self.reader(recording_id, identities)
         self.audit.append(
             action, actor=actor, origin=origin, target=info.id, detail={"call_id": info.call_id}
         )
         return reader
+
+    def reader(self, recording_id: str, identities: Sequence[Identity]) -> AgeReader:
+        """A random-access reader over the recording's WAV, not audited (for a caller that
+        audits the request itself, like the management API)."""
+        return AgeReader.open(self.path(self._readable(recording_id)), identities)
 
     def export(
         self,

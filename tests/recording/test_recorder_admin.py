@@ -8,20 +8,18 @@ import hashlib
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from support.agetool import age, keygen, needs_age
-from support.recording_box import read_wav
+from support.recording_box import finished_recording, read_wav
 
 from appliance.cli import main
 from appliance.recordings import open_recordings, site_recipients
 from appliance.store import SqliteStore, open_store
 from appliance.store.recordings import SqliteAlarmLog, SqliteRecordingCatalog
-from pbx.recording.age import AgeWriter, X25519Identity, X25519Recipient
+from pbx.recording.age import X25519Identity, X25519Recipient
 from pbx.recording.catalog import (
     AlarmLog,
     MemoryAlarmLog,
@@ -31,9 +29,8 @@ from pbx.recording.catalog import (
     RecordingState,
 )
 from pbx.recording.keys import Keyring
-from pbx.recording.service import Recordings, RecordingSettings, relative_path
-from pbx.recording.wav import wav_header
-from pbx.store import CallRecord, Direction, Disposition, HangupSide, InvalidValue
+from pbx.recording.service import Recordings, RecordingSettings
+from pbx.store import InvalidValue
 
 DAY = 86400.0
 
@@ -107,61 +104,6 @@ def box(tmp_path: Path) -> Iterator[tuple[SqliteStore, Recordings]]:
     store = open_store(data)
     yield store, open_recordings(store, data, journal_dir=None)
     store.close()
-
-
-def finished_recording(
-    recordings: Recordings,
-    recipient: X25519Recipient,
-    *,
-    started_at: float,
-    caller: str = "101",
-    callee: str = "102",
-    seconds: float = 0.5,
-) -> RecordingInfo:
-    """A recording as the recorder leaves it: file, row, call record."""
-    rid = uuid.uuid4().hex
-    pcm = os.urandom(int(seconds * 8000) * 4)
-    new = RecordingInfo(
-        id=rid,
-        call_id=f"call-{rid}",
-        path=relative_path(rid, started_at),
-        started_at=started_at,
-        caller_number=caller,
-        callee_number=callee,
-    )
-    path = recordings.path(new)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = AgeWriter.create(path, [recipient])
-    writer.write(wav_header(len(pcm)) + pcm)
-    result = writer.close()
-    done = replace(
-        new,
-        state=RecordingState.COMPLETE,
-        size=result.ciphertext_size,
-        sha256=result.sha256,
-        duration=seconds,
-        ended_at=started_at + seconds,
-        recipients=(recipient.fingerprint,),
-    )
-    recordings.catalog.put(done)
-    recordings.cdr.write(
-        CallRecord(
-            call_id=done.call_id,
-            sip_call_id="x",
-            caller_number=caller,
-            dialed=callee,
-            callee_number=callee,
-            direction=Direction.INTERNAL,
-            start_time=started_at,
-            answer_time=started_at,
-            end_time=started_at + seconds,
-            disposition=Disposition.ANSWERED,
-            hangup_side=HangupSide.CALLER,
-            recording_ref=rid,
-            recording_state="complete",
-        )
-    )
-    return done
 
 
 @needs_age

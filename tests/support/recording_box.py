@@ -6,21 +6,24 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+import os
 import re
 import socket
 import struct
 import time
+import uuid
 import wave
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from appliance.recordings import open_recordings
 from appliance.store import SqliteStore, open_store
-from pbx.recording.age import X25519Recipient
+from pbx.recording.age import AgeWriter, X25519Recipient
 from pbx.recording.catalog import RecordingInfo, RecordingState
-from pbx.recording.service import CallRecorder, Recordings, RecordingSettings
+from pbx.recording.service import CallRecorder, Recordings, RecordingSettings, relative_path
+from pbx.recording.wav import wav_header
 from pbx.rtp.g711 import ulaw_encode
 from pbx.service import SipCore
 from pbx.settings import SipSettings
@@ -30,7 +33,15 @@ from pbx.sip.events import Peer
 from pbx.sip.message import build_request
 from pbx.sip.timers import TimerConfig
 from pbx.sip.uri import SipUri
-from pbx.store import Binding, Extension, RecordPolicy
+from pbx.store import (
+    Binding,
+    CallRecord,
+    Direction,
+    Disposition,
+    Extension,
+    HangupSide,
+    RecordPolicy,
+)
 from support.agent import Agent, AgentConfig
 
 PASSWORD = "Secret-101"
@@ -293,3 +304,61 @@ def tone_seconds(samples: list[int], hz: float, rate: int = RATE) -> float:
         if energy > n * 100**2 and 2 * goertzel_power(block, hz, rate) / (n * energy) > 0.5:
             found += 1
     return found * n / rate
+
+
+# ------------------------------------------------------------------------------ catalog
+
+
+def finished_recording(
+    recordings: Recordings,
+    recipient: X25519Recipient,
+    *,
+    started_at: float,
+    caller: str = "101",
+    callee: str = "102",
+    seconds: float = 0.5,
+) -> RecordingInfo:
+    """A recording as the recorder leaves it: file, row, call record."""
+    rid = uuid.uuid4().hex
+    pcm = os.urandom(int(seconds * 8000) * 4)
+    new = RecordingInfo(
+        id=rid,
+        call_id=f"call-{rid}",
+        path=relative_path(rid, started_at),
+        started_at=started_at,
+        caller_number=caller,
+        callee_number=callee,
+    )
+    path = recordings.path(new)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = AgeWriter.create(path, [recipient])
+    writer.write(wav_header(len(pcm)) + pcm)
+    result = writer.close()
+    done = replace(
+        new,
+        state=RecordingState.COMPLETE,
+        size=result.ciphertext_size,
+        sha256=result.sha256,
+        duration=seconds,
+        ended_at=started_at + seconds,
+        recipients=(recipient.fingerprint,),
+    )
+    recordings.catalog.put(done)
+    recordings.cdr.write(
+        CallRecord(
+            call_id=done.call_id,
+            sip_call_id="x",
+            caller_number=caller,
+            dialed=callee,
+            callee_number=callee,
+            direction=Direction.INTERNAL,
+            start_time=started_at,
+            answer_time=started_at,
+            end_time=started_at + seconds,
+            disposition=Disposition.ANSWERED,
+            hangup_side=HangupSide.CALLER,
+            recording_ref=rid,
+            recording_state="complete",
+        )
+    )
+    return done
