@@ -95,7 +95,9 @@ def jittery_streams(draw: st.DrawFn) -> list[Sent]:
 def interrupted_streams(draw: st.DrawFn) -> list[Sent]:
     """Streams cut by hold, re-INVITE or transfer: after each gap the phone may keep its SSRC
     and timestamps (as if nothing happened, or advanced by the gap), jump its timestamps, or
-    start a new SSRC. Network delays are zero so every packet's true place is known."""
+    start a new SSRC. Network delays are zero so every packet's true place is known. (Same
+    SSRC, timestamps moved by exactly the time that passed, within the window: that is a
+    retransmission, indistinguishable from one; not generated.)"""
     packets: list[Sent] = []
     for side in Side:
         t = draw(st.floats(0, 0.5))
@@ -109,10 +111,11 @@ def interrupted_streams(draw: st.DrawFn) -> list[Sent]:
                 t += gap
                 if kind == "wallclock":
                     ts += round(gap * RATE)
-                elif kind == "jump":
-                    ts = draw(st.integers(0, 2**32 - 1))
+                elif kind == "jump":  # a real jump: further than 1 s from where it was
+                    shift = draw(st.integers(12_000, 2**31 - 1)) * draw(st.sampled_from([1, -1]))
+                    ts += round(gap * RATE) + shift
                 elif kind == "new-ssrc":
-                    ssrc = draw(st.integers(1, 2**32 - 1))
+                    ssrc = ssrc % (2**32 - 1) + 1  # another SSRC
                     ts = draw(st.integers(0, 2**32 - 1))
             for i in range(draw(st.integers(5, 25))):
                 data = rtp(0, key, ts, ssrc, signed_payload(key))
