@@ -199,7 +199,7 @@ async def answer(
     call = asyncio.ensure_future(
         caller.call(box_peer, "102", talk=seconds, auth_as=("101", password))
     )
-    await asyncio.wait_for(caller.answered.wait(), 10)
+    await asyncio.wait_for(caller.answered.wait(), 20)
     for _ in range(200):
         if callee.counts["ACK"]:
             break
@@ -231,7 +231,7 @@ async def talk(
     call = asyncio.ensure_future(
         caller.call(box_peer, "102", talk=seconds + linger, auth_as=("101", password))
     )
-    await asyncio.wait_for(caller.answered.wait(), 10)
+    await asyncio.wait_for(caller.answered.wait(), 20)
     for _ in range(200):
         if callee.counts["ACK"]:
             break
