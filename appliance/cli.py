@@ -41,7 +41,23 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
         record=args.record,
         recipients=tuple(args.recipient),
         journal=str(args.journal) if args.journal else None,
+        retention_days=args.retention_days,
+        retention_by_extension=_extension_days(args.retention_extension),
     )
+
+
+def _extension_days(items: list[str]) -> dict[str, float]:
+    """``--retention-extension 101=90`` values, refused with the option named when bad."""
+    days = {}
+    for item in items:
+        number, _, value = item.partition("=")
+        try:
+            days[number] = float(value)
+        except ValueError:
+            days[number] = 0.0
+        if not number.isdigit() or days[number] <= 0:
+            raise SystemExit(f"edgepbx run: --retention-extension {item!r}: expected NUMBER=DAYS")
+    return days
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +111,16 @@ def main(argv: list[str] | None = None) -> int:
         help="an age recipient (age1...) recordings are encrypted to, besides the site key",
     )
     run.add_argument("--journal", type=Path, default=None, help="RAM folder for the key journal")
+    run.add_argument(
+        "--retention-days", type=float, default=None, help="delete recordings older than this"
+    )
+    run.add_argument(
+        "--retention-extension",
+        action="append",
+        default=[],
+        metavar="NUMBER=DAYS",
+        help="retention for one extension's calls (repeatable)",
+    )
     add_recording_commands(sub)
     add_link_commands(sub)
     add_sync_commands(sub)

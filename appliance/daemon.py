@@ -47,7 +47,7 @@ import os
 import secrets
 import signal
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
@@ -96,6 +96,8 @@ class RunOptions:
     record: Literal["none", "inbound", "outbound", "both"] = "none"  # box-wide recording
     recipients: tuple[str, ...] = ()  # age recipients besides the keyring's site key
     journal: str | None = None  # the recordings' key journal (RAM folder); None: default
+    retention_days: float | None = None  # delete recordings older than this (None: keep)
+    retention_by_extension: dict[str, float] = field(default_factory=dict)  # per extension
 
     @property
     def data_dir(self) -> Path:
@@ -340,7 +342,11 @@ async def _core_main(options: RunOptions) -> int:
     recording = start_box_recording(
         store,
         data,
-        RecordingSettings(policy=options.record),
+        RecordingSettings(
+            policy=options.record,
+            retention_days=options.retention_days,
+            retention_by_extension=options.retention_by_extension,
+        ),
         recipients=options.recipients,
         journal_dir=Path(options.journal) if options.journal else None,
     )
@@ -353,6 +359,7 @@ async def _core_main(options: RunOptions) -> int:
     control = CoreControlServer(core.calls, Path(options.runtime_dir) / "core.sock", store)
     try:
         await core.start()
+        retention = asyncio.create_task(recording.run_retention())
         await control.start()
         tune_gc()
         host, port = core.endpoint.local("UDP")
@@ -363,6 +370,7 @@ async def _core_main(options: RunOptions) -> int:
         await stop.wait()
         notifier.stopping("hanging up calls")
         pings.cancel()
+        retention.cancel()
         log.info("core stopping: calls=%d", len(core.calls.calls))
     finally:
         await control.close()

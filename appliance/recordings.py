@@ -10,6 +10,7 @@ lives in RAM (``/run/edgepbx/recording-keys``, else ``/dev/shm``), see
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import getpass
 import logging
@@ -109,6 +110,22 @@ class BoxRecording:
 
     def close(self) -> None:
         self.lock.release()
+
+    async def run_retention(self, interval: float = 3600.0) -> None:
+        """Apply the retention policy now and every ``interval`` seconds (until cancelled).
+        Shredding and unlinking run in a thread: the loop keeps relaying media meanwhile."""
+        settings = self.recordings.settings
+        if settings.retention_days is None and not settings.retention_by_extension:
+            return
+        while True:
+            try:
+                gone = await asyncio.to_thread(self.recordings.prune)
+            except Exception:  # a failed pass is retried at the next interval
+                log.exception("retention pass failed")
+            else:
+                if gone:
+                    log.info("retention deleted %d recordings", len(gone))
+            await asyncio.sleep(interval)
 
 
 def start_box_recording(

@@ -4,6 +4,7 @@ and the in-memory twin), retention with shredding, verification with tampering, 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sqlite3
@@ -16,7 +17,7 @@ from support.agetool import age, keygen, needs_age
 from support.recording_box import finished_recording, read_wav
 
 from appliance.cli import main
-from appliance.recordings import open_recordings, site_recipients
+from appliance.recordings import open_recordings, site_recipients, start_box_recording
 from appliance.store import SqliteStore, open_store
 from appliance.store.recordings import SqliteAlarmLog, SqliteRecordingCatalog
 from pbx.recording.age import X25519Identity, X25519Recipient
@@ -247,3 +248,30 @@ def test_site_recipients_come_from_the_keyring_or_the_setup_console(tmp_path: Pa
     keyring.add_escrow(str(escrow))
     got = site_recipients(data, [str(escrow)])  # the keyring wins; no duplicate escrow
     assert [r.fingerprint for r in got] == [site.fingerprint, escrow.fingerprint]
+
+
+async def test_the_box_applies_retention_by_itself(
+    tmp_path: Path, site: tuple[Path, X25519Recipient]
+) -> None:
+    _, recipient = site
+    data = tmp_path / "data"
+    store = open_store(data)
+    try:
+        settings = RecordingSettings(retention_days=30)
+        box = start_box_recording(store, data, settings, journal_dir=tmp_path / "no-journal")
+        old = finished_recording(box.recordings, recipient, started_at=time.time() - 31 * DAY)
+        young = finished_recording(box.recordings, recipient, started_at=time.time() - DAY)
+        task = asyncio.ensure_future(box.run_retention(interval=0.05))
+        for _ in range(100):
+            row = box.recordings.catalog.get(old.id)
+            if row is not None and row.state is RecordingState.DELETED:
+                break
+            await asyncio.sleep(0.05)
+        task.cancel()
+        box.close()
+        assert not box.recordings.path(old).exists() and box.recordings.path(young).exists()
+        assert [e.target for e in store.audit.events(action="recording.deleted")] == [old.id]
+    finally:
+        store.close()
+    with pytest.raises(SystemExit, match="retention-extension"):  # refused before starting
+        main(["run", "--retention-extension", "101=x"])
