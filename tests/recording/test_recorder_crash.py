@@ -8,6 +8,7 @@ same recovery done automatically when the box starts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -78,9 +79,17 @@ async def recorded_call_then_kill(
         refused = edgepbx("recordings", "--data", data, "--journal", journal, "recover")
         assert refused.returncode == 1 and "running box" in refused.stderr
         parts = box.children()
-        victims = [box.process.pid, *parts.values()] if whole_box else [parts["core"]]
+        victims = list(parts.values()) if whole_box else [parts["core"]]
+        if whole_box:
+            # Freeze the supervisor first: it neither restarts the core nor, by dying first,
+            # lets its children stop gracefully (they would finalize the file themselves).
+            os.kill(box.process.pid, signal.SIGSTOP)
         for pid in victims:
-            os.kill(pid, signal.SIGKILL)  # mid-call, mid-chunk
+            with contextlib.suppress(ProcessLookupError):  # a part that had just exited
+                os.kill(pid, signal.SIGKILL)  # mid-call, mid-chunk
+        if whole_box:
+            os.kill(box.process.pid, signal.SIGKILL)
+            victims.append(box.process.pid)
         for _ in range(100):
             if all(gone(pid) for pid in victims):
                 break
