@@ -30,7 +30,6 @@ Choices where the RFCs leave room:
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
 import time
@@ -45,6 +44,7 @@ from pbx.sip.errors import ParseError, RemoteProtocolError
 from pbx.sip.events import Peer
 from pbx.sip.message import Request, Response, build_request, make_response
 from pbx.sip.params import Params
+from pbx.sip.randomness import random_bytes as pooled_random
 from pbx.sip.uri import SipUri, Uri, parse_uri
 from pbx.store import Binding, BindingStore, Directory, StoreError
 
@@ -95,7 +95,7 @@ class Authenticator:
         algorithms: Sequence[str] = ("SHA-256", "MD5"),
         nonce_ttl: float = 300,
         *,
-        random_bytes: Callable[[int], bytes] = os.urandom,
+        random_bytes: Callable[[int], bytes] = pooled_random,
     ) -> None:
         self.directory = directory
         self.realm = realm

@@ -6,7 +6,8 @@ secure flag) and follows the early -> confirmed -> terminated machine in :data:`
 It is sans-IO: it is told about messages (``receive_request``, ``receive_response``,
 ``response_sent``) and builds requests (``create_request``, ``create_ack``) that the caller
 hands to a transaction. Randomness (tags, branches, the first CSeq) comes from an injectable
-``random_bytes`` callable, :func:`secrets.token_bytes` by default.
+``random_bytes`` callable, :data:`pbx.sip.randomness.random_bytes` (os.urandom in blocks)
+by default.
 
 Choices where the RFCs leave room:
 
@@ -24,7 +25,6 @@ Choices where the RFCs leave room:
 from __future__ import annotations
 
 import enum
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -35,6 +35,7 @@ from pbx.sip import headers as h
 from pbx.sip.errors import LocalProtocolError, ParseError, RemoteProtocolError
 from pbx.sip.message import Request, Response, build_request, make_response
 from pbx.sip.params import Params
+from pbx.sip.randomness import random_bytes as pooled_random
 from pbx.sip.uri import SipUri, Uri
 
 RandomBytes = Callable[[int], bytes]
@@ -61,17 +62,17 @@ _NOT_IN_REQUEST_URI = ("method",)
 # ------------------------------------------------------------------------------ randomness
 
 
-def new_tag(random_bytes: RandomBytes = secrets.token_bytes) -> str:
+def new_tag(random_bytes: RandomBytes = pooled_random) -> str:
     """A From/To tag with 64 random bits (§19.3 asks for at least 32)."""
     return random_bytes(8).hex()
 
 
-def new_branch(random_bytes: RandomBytes = secrets.token_bytes) -> str:
+def new_branch(random_bytes: RandomBytes = pooled_random) -> str:
     """A Via branch with the RFC 3261 magic cookie (§8.1.1.7), unique over space and time."""
     return BRANCH_COOKIE + random_bytes(10).hex()
 
 
-def new_call_id(host: str | None = None, random_bytes: RandomBytes = secrets.token_bytes) -> str:
+def new_call_id(host: str | None = None, random_bytes: RandomBytes = pooled_random) -> str:
     """A Call-ID (§8.1.1.4): 128 random bits, ``@host`` appended when given."""
     call_id = random_bytes(16).hex() if host is None else f"{random_bytes(16).hex()}@{host}"
     if not abnf.CALL_ID.fullmatch(call_id):
@@ -188,7 +189,7 @@ class Dialog:
         creating: h.CSeq,
         local_contact: h.Address | None,
         target_refresh: frozenset[str] = TARGET_REFRESH_METHODS,
-        random_bytes: RandomBytes = secrets.token_bytes,
+        random_bytes: RandomBytes = pooled_random,
     ) -> None:
         self._id = dialog_id
         self._is_uac = is_uac
@@ -218,7 +219,7 @@ class Dialog:
         *,
         secure: bool | None = None,
         target_refresh: frozenset[str] = TARGET_REFRESH_METHODS,
-        random_bytes: RandomBytes = secrets.token_bytes,
+        random_bytes: RandomBytes = pooled_random,
     ) -> Dialog:
         """The dialog a UAS creates by sending ``response`` (101-299, with a To tag) to the
         dialog-creating ``request`` (§12.1.1).
@@ -273,7 +274,7 @@ class Dialog:
         *,
         secure: bool | None = None,
         target_refresh: frozenset[str] = TARGET_REFRESH_METHODS,
-        random_bytes: RandomBytes = secrets.token_bytes,
+        random_bytes: RandomBytes = pooled_random,
     ) -> Dialog:
         """The dialog a UAC creates on receiving ``response`` to the dialog-creating
         ``request`` it sent (§12.1.2): early from a 101-199 with a To tag, confirmed from a 2xx.
@@ -681,7 +682,7 @@ class DialogTable:
         *,
         creating_methods: frozenset[str] = DIALOG_CREATING_METHODS,
         target_refresh: frozenset[str] = TARGET_REFRESH_METHODS,
-        random_bytes: RandomBytes = secrets.token_bytes,
+        random_bytes: RandomBytes = pooled_random,
     ) -> None:
         # (Call-ID, local tag) -> remote tag -> dialog: forks of one request sit together.
         self._legs: dict[tuple[str, str], dict[str, Dialog]] = {}

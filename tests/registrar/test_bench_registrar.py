@@ -91,6 +91,12 @@ def test_registration_cost(tmp_path: Path) -> None:
 
     handle_us = best_us(list(refreshes(authenticator, count)), handle)
 
+    def challenge(request: Request) -> None:
+        assert registrar.handle(request, source, NOW + 1).status == 401
+
+    fresh = Phone("1001", PASSWORD)
+    challenge_us = best_us([fresh.register() for _ in range(count)], challenge)
+
     sqlite = open_store(tmp_path)
     try:
         sqlite.directory.create(Extension("1001"))
@@ -115,6 +121,7 @@ def test_registration_cost(tmp_path: Path) -> None:
             {"what": "registrar, digest stubbed", "us": own_us},
             {"what": "Authenticator.check", "us": digest_us},
             {"what": "handle, memory store", "us": handle_us},
+            {"what": "401 challenge for a REGISTER without credentials", "us": challenge_us},
             {"what": "handle, SQLite store", "us": sqlite_us},
             {"what": "handle, SQLite write-behind (the box)", "us": behind_us},
         ],
