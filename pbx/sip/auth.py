@@ -34,6 +34,7 @@ import hashlib
 import hmac
 import re
 import struct
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -550,7 +551,9 @@ class DigestServer:
         )
         self._random_bytes = random_bytes
         # nonce -> (issued_ms, highest nc accepted); insertion order is first-use order.
-        self._seen: dict[str, tuple[int, int]] = {}
+        # An OrderedDict: evicting the oldest of a dict again and again leaves dead slots
+        # that every next(iter()) walks; popitem(last=False) is O(1).
+        self._seen: OrderedDict[str, tuple[int, int]] = OrderedDict()
         # Nonces issued at or before this time and absent from _seen may have been evicted
         # while still live: their nc history is lost, so they are treated as stale.
         self._forgotten_ms = -(2**63)
@@ -707,11 +710,12 @@ class DigestServer:
 
     def _evict(self, now: float) -> None:
         # Cheap pass: drop expired entries at the front (oldest first use).
-        while self._seen:
-            oldest = next(iter(self._seen))
-            if not self._expired(self._seen[oldest][0], now):
+        seen = self._seen
+        while seen:
+            _, (issued_ms, _) = next(iter(seen.items()))
+            if not self._expired(issued_ms, now):
                 break
-            del self._seen[oldest]
+            seen.popitem(last=False)
         if len(self._seen) < self.max_nonces:
             return
         # Full: sweep every expired entry, then if still full forget the oldest live ones,
@@ -720,8 +724,8 @@ class DigestServer:
             del self._seen[nonce]
         target = self.max_nonces - max(1, self.max_nonces // 10)
         while len(self._seen) > target:
-            nonce = next(iter(self._seen))
-            self._forgotten_ms = max(self._forgotten_ms, self._seen.pop(nonce)[0])
+            _, (issued_ms, _) = self._seen.popitem(last=False)
+            self._forgotten_ms = max(self._forgotten_ms, issued_ms)
 
 
 # --------------------------------------------------------------------------------------------
@@ -771,7 +775,7 @@ class DigestClient:
         self._password = password
         self._random_bytes = random_bytes
         self._max_nonces = max_nonces
-        self._nc: dict[str, int] = {}  # nonce -> last nc used; insertion order = age
+        self._nc: OrderedDict[str, int] = OrderedDict()  # nonce -> last nc; order = age
 
     def authorize(
         self,
@@ -832,5 +836,5 @@ class DigestClient:
             raise LocalProtocolError("nonce-count exhausted; a fresh challenge is needed")
         self._nc[nonce] = count  # re-inserted: most recently used last
         while len(self._nc) > self._max_nonces:
-            del self._nc[next(iter(self._nc))]
+            self._nc.popitem(last=False)
         return count
