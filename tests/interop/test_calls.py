@@ -118,6 +118,8 @@ async def place_call(core: SipCore, dialed: str, **options: object) -> tuple[int
 async def settle(core: SipCore) -> None:
     for _ in range(100):
         if not core.calls.calls and not core.relay.sessions:
+            # the per-number call counts (call limits) went back to zero with the calls
+            assert all(core.calls.active_calls(n) == 0 for n in ("101", "102", "103"))
             return
         await asyncio.sleep(0.02)
 
