@@ -37,7 +37,8 @@ machine's 2 cores with its load generators, as in shared/yardstick/RESULTS.md.
    yardstick's figures are listed as labelled constants.
 
 Each trial first waits (up to 8 s) for the machine to be mostly idle. A whole run takes
-about 10 minutes.
+about 10 minutes, 15-17 on a busy shared machine where the 30 s confirmations fail and
+retry.
 
 With EDGEPBX_BENCH_BOX_PROFILE=1 the box process is profiled with py-spy (100 Hz) for 10 s
 in a separate run at 80 % of its highest passing REGISTER and call rates (the edge itself
