@@ -12,7 +12,7 @@ import httpx
 import pytest
 from support.agent import Agent, AgentConfig
 from support.api import FAST, PASSWORD, Clock
-from support.sipp import free_port
+from support.ports import free_port
 
 from appliance.api import BoxContext, create_app
 from appliance.api.accounts import Role

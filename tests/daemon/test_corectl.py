@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from support.agent import Agent, AgentConfig
-from support.sipp import free_port
+from support.ports import free_port
 
 from appliance.service.corectl import CoreControlServer, RemoteCalls, notifying_directory, tell_core
 from appliance.store import SqliteStore, open_store

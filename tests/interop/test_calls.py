@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from support.agent import Agent, AgentConfig
-from support.sipp import free_port, run_sipp, start_sipp
+from support.ports import free_port
+from support.sipp import run_sipp, start_sipp
 
 from appliance.store import open_store
 from pbx.rtp.packet import TelephoneEvent

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Self
 
 from appliance.service.sdnotify import parse_notify
-from support.sipp import free_port
+from support.ports import free_port
 
 SIP_OPTIONS = (
     "OPTIONS sip:{host}:{port} SIP/2.0\r\n"
