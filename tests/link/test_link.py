@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from support.linkpeer import BoxFactory, make_test_app, paired, wait_for
+from support.linkpeer import BoxFactory, make_test_app, paired
+from support.wait import wait_for
 from websockets.asyncio.server import ServerConnection, serve
 
 from appliance.link.cabinet import Cabinet, LinkUnavailable

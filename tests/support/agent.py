@@ -11,8 +11,10 @@ assert on outcomes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from asyncio import FIRST_COMPLETED
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 
 from pbx.endpoint import Listen, SipEndpoint
@@ -247,13 +249,14 @@ class Agent:
         cancel_after: float | None = None,
         hold: bool = False,
         late_offer: bool = False,
+        hang_up: asyncio.Event | None = None,
     ) -> int:
         """Call ``user`` at ``target``: INVITE (answering a digest challenge with ``auth_as``
         = (user, password)), ACK the 2xx, optionally put the call on hold and back with two
-        re-INVITEs, wait ``talk`` s, BYE. ``cancel_after``: CANCEL that many seconds after
-        the first provisional. ``late_offer``: the INVITE has no SDP, the 200 brings the
-        offer and the ACK carries this agent's answer. Returns the final status of the
-        INVITE."""
+        re-INVITEs, wait ``talk`` s (or until ``hang_up`` is set, if sooner), BYE.
+        ``cancel_after``: CANCEL that many seconds after the first provisional.
+        ``late_offer``: the INVITE has no SDP, the 200 brings the offer and the ACK carries
+        this agent's answer. Returns the final status of the INVITE."""
         transport = target.transport
         host, port = self.endpoint.local(transport)
         uri = SipUri(target.host, user, target.port)
@@ -312,7 +315,11 @@ class Agent:
             for direction in ("sendonly", "sendrecv"):
                 status = await self._reinvite(dialog, target, direction)
                 self.counts[f"reinvite-{direction}-{status}"] += 1
-        await asyncio.sleep(talk)
+        if hang_up is None:
+            await asyncio.sleep(talk)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hang_up.wait(), talk)
         if dialog.state is DialogState.TERMINATED:
             return final.status  # the callee hung up first
         bye = dialog.create_request("BYE", via=self.endpoint.via(transport))
@@ -418,3 +425,26 @@ class Agent:
 
 def _now() -> float:
     return asyncio.get_running_loop().time()
+
+
+async def wait_answered(
+    caller: Agent,
+    call: asyncio.Future[int],
+    timeout: float = 60.0,
+    context: Callable[[], str] = str,
+) -> None:
+    """Until ``caller``'s ``call`` (the task of :meth:`Agent.call`) is answered. A call that
+    ends unanswered fails at once with its final status: there is nothing more to wait
+    for. ``timeout`` only bounds a hang; ``context()`` is added to a failure (a log)."""
+    answered = asyncio.ensure_future(caller.answered.wait())
+    try:
+        await asyncio.wait({answered, call}, timeout=timeout, return_when=FIRST_COMPLETED)
+    finally:
+        answered.cancel()
+    if caller.answered.is_set():
+        return
+    if call.done():
+        outcome = call.exception() or f"final status {call.result()}"
+        raise AssertionError(f"the call ended unanswered ({outcome}); {dict(caller.counts)}\n"
+                             f"{context()}")  # fmt: skip
+    raise AssertionError(f"no answer after {timeout:g} s; {dict(caller.counts)}\n{context()}")
