@@ -324,7 +324,7 @@ def run_box(options: RunOptions) -> int:
 
 
 async def _core_main(options: RunOptions) -> int:
-    from appliance.api.config import desired_sip_settings  # noqa: PLC0415
+    from appliance.config_doc import desired_sip_settings  # noqa: PLC0415
     from appliance.recordings import start_box_recording  # noqa: PLC0415
     from appliance.service.corectl import CoreControlServer  # noqa: PLC0415
     from appliance.store import open_store  # noqa: PLC0415
@@ -381,7 +381,7 @@ async def _core_main(options: RunOptions) -> int:
 
 
 async def _manager_main(options: RunOptions) -> int:
-    from appliance.api.config import desired_sip_settings  # noqa: PLC0415
+    from appliance.config_doc import desired_sip_settings  # noqa: PLC0415
     from appliance.link.cabinet import Cabinet  # noqa: PLC0415
     from appliance.link.client import LinkClient, LinkSettings  # noqa: PLC0415
     from appliance.link.credentials import SqliteCredentials  # noqa: PLC0415
