@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.agent import Agent, AgentConfig
+from support.agent import Agent, AgentConfig, loopback_binding
 from support.api import FAST, PASSWORD, Clock
 from support.ports import free_port
 from support.wait import wait_for
@@ -23,7 +23,7 @@ from pbx.service import SipCore
 from pbx.settings import SipSettings
 from pbx.sip.events import Peer
 from pbx.sip.timers import TimerConfig
-from pbx.store import Binding, Disposition, Extension
+from pbx.store import Disposition, Extension
 
 pytestmark = [pytest.mark.timeout(60)]
 SIP_PASSWORD = "Secret-101"
@@ -43,11 +43,7 @@ class Rig:
         ua = Agent(AgentConfig(timers=TIMERS, **config))  # type: ignore[arg-type]
         port = await ua.start("UDP")
         if number is not None:
-            now = time.time()
-            self.store.bindings.put(
-                Binding(number, f"<sip:{number}@127.0.0.1:{port}>", now + 3600, "reg", 1,
-                        "UDP", "127.0.0.1", port, now)
-            )  # fmt: skip
+            self.store.bindings.put(loopback_binding(number, port))
         return ua
 
     async def calls(self) -> list[dict[str, object]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from asyncio import FIRST_COMPLETED
 from collections import Counter
 from collections.abc import Callable, Coroutine
@@ -35,6 +36,7 @@ from pbx.sip.message import Request, Response, build_request, make_response
 from pbx.sip.timers import TimerConfig
 from pbx.sip.uas import Capabilities, check_request, options_response
 from pbx.sip.uri import SipUri
+from pbx.store import Binding
 
 SDP = (
     b"v=0\r\no=agent 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -448,3 +450,20 @@ async def wait_answered(
         raise AssertionError(f"the call ended unanswered ({outcome}); {dict(caller.counts)}\n"
                              f"{context()}")  # fmt: skip
     raise AssertionError(f"no answer after {timeout:g} s; {dict(caller.counts)}\n{context()}")
+
+
+def loopback_binding(number: str, port: int, transport: str = "UDP") -> Binding:
+    """What a REGISTER of a phone at 127.0.0.1:``port`` would store for ``number`` (an
+    hour's registration): tests put it in a store instead of registering."""
+    now = time.time()
+    return Binding(
+        aor=number,
+        contact=f"<sip:{number}@127.0.0.1:{port}>",
+        expires_at=now + 3600,
+        call_id=f"test-{number}",
+        cseq=1,
+        source_transport=transport,
+        source_host="127.0.0.1",
+        source_port=port,
+        updated_at=now,
+    )
