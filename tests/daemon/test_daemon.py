@@ -111,7 +111,7 @@ async def test_calls_survive_the_api_process_being_killed(tmp_path: Path) -> Non
     await caller.start("UDP")
     # The box creates the demo extensions on first start; bind 102 to the callee before it.
     demo = dict(prepare_data(data, "edgepbx.local"))
-    put_binding(data, "102", callee_port)
+    put_binding(data, "102", "127.0.0.1", callee_port)
     box = BoxDaemon(data)
     try:
         up = await asyncio.to_thread(box.wait_notify, ready)
@@ -172,7 +172,7 @@ async def test_sigterm_hangs_up_calls_in_progress(tmp_path: Path) -> None:
     caller = Agent(AgentConfig(timers=fast))
     await caller.start("UDP")
     demo = dict(prepare_data(data, "edgepbx.local"))
-    put_binding(data, "102", callee_port)
+    put_binding(data, "102", "127.0.0.1", callee_port)
     box = BoxDaemon(data)
     try:
         await asyncio.to_thread(box.wait_notify, ready)

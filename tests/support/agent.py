@@ -452,18 +452,20 @@ async def wait_answered(
     raise AssertionError(f"no answer after {timeout:g} s; {dict(caller.counts)}\n{context()}")
 
 
-def loopback_binding(number: str, port: int, transport: str = "UDP") -> Binding:
-    """What a REGISTER of a phone at 127.0.0.1:``port`` would store for ``number`` (an
+def loopback_binding(
+    number: str, port: int, transport: str = "UDP", host: str = "127.0.0.1"
+) -> Binding:
+    """What a REGISTER of a phone at ``host``:``port`` would store for ``number`` (an
     hour's registration): tests put it in a store instead of registering."""
     now = time.time()
     return Binding(
         aor=number,
-        contact=f"<sip:{number}@127.0.0.1:{port}>",
+        contact=f"<sip:{number}@{host}:{port}>",
         expires_at=now + 3600,
         call_id=f"test-{number}",
         cseq=1,
         source_transport=transport,
-        source_host="127.0.0.1",
+        source_host=host,
         source_port=port,
         updated_at=now,
     )

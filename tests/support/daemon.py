@@ -150,13 +150,13 @@ class BoxDaemon:
         return found
 
 
-def put_binding(data_dir: Path, number: str, port: int) -> None:
-    """Register ``number`` at a UDP contact on 127.0.0.1 (what a REGISTER would store),
-    before the box starts (the core loads bindings into memory when it opens the store)."""
+def put_binding(data_dir: Path, number: str, host: str, port: int) -> None:
+    """Register ``number`` at a UDP contact (what a REGISTER would store), before the box
+    starts (the core loads bindings into memory when it opens the store)."""
     from appliance.store import open_store  # noqa: PLC0415
 
     store = open_store(data_dir)
     try:
-        store.bindings.put(loopback_binding(number, port))
+        store.bindings.put(loopback_binding(number, port, host=host))
     finally:
         store.close()
