@@ -52,6 +52,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
+from appliance.files import secret_file, write_private
 from appliance.logs import register_secret, setup_logging
 from appliance.service.sdnotify import Notifier, watchdog_interval
 from appliance.service.supervisor import (
@@ -130,15 +131,6 @@ class RunOptions:
 # ------------------------------------------------------------------------------ helpers
 
 
-def secret_file(path: Path, make: bytes) -> bytes:
-    """Read a private file, creating it (mode 0600) with ``make`` the first time."""
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(make)
-    return path.read_bytes()
-
-
 def prepare_data(data: Path, realm: str) -> list[tuple[str, str]]:
     """Create and migrate the data folder, the nonce key and the demo extensions (once);
     returns the demo (extension, password) pairs, kept in a private file so ``make run``
@@ -161,8 +153,7 @@ def prepare_data(data: Path, realm: str) -> list[tuple[str, str]]:
         store.close()
     credentials = data / "demo-credentials.txt"
     if lines:
-        credentials.unlink(missing_ok=True)
-        secret_file(credentials, ("\n".join(lines) + "\n").encode())
+        write_private(credentials, "\n".join(lines) + "\n")
     demo = []
     if credentials.exists():
         for line in credentials.read_text().splitlines():
@@ -324,7 +315,7 @@ def run_box(options: RunOptions) -> int:
 
 
 async def _core_main(options: RunOptions) -> int:
-    from appliance.api.config import desired_sip_settings  # noqa: PLC0415
+    from appliance.config_doc import desired_sip_settings  # noqa: PLC0415
     from appliance.recordings import start_box_recording  # noqa: PLC0415
     from appliance.service.corectl import CoreControlServer  # noqa: PLC0415
     from appliance.store import open_store  # noqa: PLC0415
@@ -381,7 +372,7 @@ async def _core_main(options: RunOptions) -> int:
 
 
 async def _manager_main(options: RunOptions) -> int:
-    from appliance.api.config import desired_sip_settings  # noqa: PLC0415
+    from appliance.config_doc import desired_sip_settings  # noqa: PLC0415
     from appliance.link.cabinet import Cabinet  # noqa: PLC0415
     from appliance.link.client import LinkClient, LinkSettings  # noqa: PLC0415
     from appliance.link.credentials import SqliteCredentials  # noqa: PLC0415

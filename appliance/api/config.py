@@ -23,14 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic.config import JsonDict
+from pydantic import BaseModel, Field
 
 from appliance.api.context import BoxContext, ConfigApplier
 from appliance.api.errors import FieldError
-from appliance.store.database import Database
+from appliance.config_doc import SipConfig, StrictModel, applied_sip
 from pbx.audit import Origin
-from pbx.settings import SipSettings
 from pbx.store import Extension, RecordPolicy
 
 __all__ = [
@@ -42,90 +40,15 @@ __all__ = [
     "ConfigStatus",
     "ExtensionConfig",
     "SipConfig",
-    "desired_sip_settings",
 ]
 
 log = logging.getLogger(__name__)
 
-DOMAIN = (
-    r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
-)
-_UNIQUE: JsonDict = {"uniqueItems": True}
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no control characters (they would break SIP headers)
 MAX_EXTENSIONS = 10000
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SipConfig(_Strict):
-    """The SIP core's settings (applied when the SIP core starts)."""
-
-    domain: str = Field(
-        "edgepbx.local",
-        max_length=253,
-        pattern=DOMAIN,
-        description="SIP domain, also the digest realm",
-    )
-    port: int = Field(5060, ge=0, le=65535, description="0: any free port")
-    transports: list[Literal["UDP", "TCP"]] = Field(
-        ["UDP", "TCP"], min_length=1, max_length=2, json_schema_extra=_UNIQUE
-    )
-    digest_algorithms: list[Literal["MD5", "SHA-256"]] = Field(
-        ["MD5"],
-        min_length=1,
-        max_length=2,
-        json_schema_extra=_UNIQUE,
-        description="challenges offered, in this order",
-    )
-    rtp_port_min: int = Field(20000, ge=1024, le=65534)
-    rtp_port_max: int = Field(20999, ge=1025, le=65535)
-    max_calls: int = Field(1000, ge=1, le=100000)
-    media_timeout: float = Field(60.0, gt=0, le=3600)
-
-    @field_validator("domain")
-    @classmethod
-    def _domain(cls, value: str) -> str:
-        return value.lower()
-
-    @field_validator("transports", "digest_algorithms")
-    @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("must not repeat an entry")
-        return value
-
-    @classmethod
-    def from_settings(cls, s: SipSettings) -> SipConfig:
-        return cls(
-            domain=s.domain,
-            port=s.port,
-            transports=list(s.transports),
-            digest_algorithms=list(s.digest_algorithms),
-            rtp_port_min=s.rtp_port_min,
-            rtp_port_max=s.rtp_port_max,
-            max_calls=s.max_calls,
-            media_timeout=s.media_timeout,
-        )
-
-    def to_settings(self, base: SipSettings) -> SipSettings:
-        """``base`` (where to listen, timers...) with this document's values."""
-        return base.model_copy(
-            update={
-                "domain": self.domain,
-                "port": self.port,
-                "transports": tuple(self.transports),
-                "digest_algorithms": tuple(self.digest_algorithms),
-                "rtp_port_min": self.rtp_port_min,
-                "rtp_port_max": self.rtp_port_max,
-                "max_calls": self.max_calls,
-                "media_timeout": self.media_timeout,
-            }
-        )
-
-
-class ExtensionConfig(_Strict):
+class ExtensionConfig(StrictModel):
     """An extension's settings (no password: see ``POST /extensions/{number}/password``)."""
 
     number: str = Field(pattern=r"^[0-9]{1,16}$", description="1-16 digits")
@@ -157,7 +80,7 @@ class ExtensionConfig(_Strict):
         )
 
 
-class BoxConfig(_Strict):
+class BoxConfig(StrictModel):
     sip: SipConfig = Field(default_factory=SipConfig)
     extensions: list[ExtensionConfig] = Field([], max_length=MAX_EXTENSIONS)
 
@@ -233,11 +156,8 @@ class ConfigService:
         return n
 
     def _stored_sip(self, conn: sqlite3.Connection | None = None) -> SipConfig:
-        sql = "SELECT document FROM config_documents ORDER BY version DESC LIMIT 1"
-        row = conn.execute(sql).fetchone() if conn is not None else self._db.one(sql)
-        if row is None:
-            return SipConfig.from_settings(self._box.sip)
-        return SipConfig.model_validate(json.loads(row[0])["sip"])
+        stored = applied_sip(self._db if conn is None else conn)
+        return SipConfig.from_settings(self._box.sip) if stored is None else stored
 
     def current(self) -> ConfigDocument:
         with self._db.lock:  # one consistent view: version, sip, extensions
@@ -529,15 +449,6 @@ class ConfigService:
                 origin,
             ),
         )
-
-
-def desired_sip_settings(metadata: Database, base: SipSettings) -> SipSettings:
-    """The SIP settings the box should start with: ``base`` (from the command line) with the
-    latest applied document's SIP section over it, if a document was ever applied."""
-    row = metadata.one("SELECT document FROM config_documents ORDER BY version DESC LIMIT 1")
-    if row is None:
-        return base
-    return SipConfig.model_validate(json.loads(row[0])["sip"]).to_settings(base)
 
 
 def _directory_changed(box: BoxContext) -> None:

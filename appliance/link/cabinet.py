@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -34,6 +33,7 @@ import uvicorn
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from appliance.files import write_private
 from appliance.httpserver import EmbeddedServer
 from appliance.link.asgi import Message, Receive, Scope, Send
 from appliance.link.client import MAX_MESSAGE
@@ -154,11 +154,8 @@ class Cabinet:
         if self.state_path is None:
             return
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"boxes": [vars(b) for b in self.boxes.values()]}, f, indent=1)
-        tmp.replace(self.state_path)
+        state = {"boxes": [vars(b) for b in self.boxes.values()]}
+        write_private(self.state_path, json.dumps(state, indent=1))
 
     def issue_code(self, ttl: float | None = None) -> str:
         """A fresh single-use pairing code, valid for ``ttl`` seconds (default code_ttl)."""

@@ -1,5 +1,8 @@
 """``edgepbx link pair CODE`` and ``edgepbx link status``: the installer's side of pairing,
-usable while the box runs (the running link picks the stored credential up by itself)."""
+usable while the box runs (the running link picks the stored credential up by itself).
+
+The link client (websockets) is imported when a link command runs: every ``edgepbx``
+process imports this module for its argument parser, the SIP core's too."""
 
 from __future__ import annotations
 
@@ -9,9 +12,6 @@ import sys
 from pathlib import Path
 
 from pydantic import ValidationError
-
-from appliance.link.client import LinkSettings, PairingRefused, pair_once
-from appliance.link.credentials import SqliteCredentials
 
 __all__ = ["EMBEDDED_CABINET_URL", "add_link_commands", "run_link_command"]
 
@@ -31,6 +31,8 @@ def add_link_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run_link_command(args: argparse.Namespace) -> int:
+    from appliance.link.client import LinkSettings, PairingRefused, pair_once  # noqa: PLC0415
+    from appliance.link.credentials import SqliteCredentials  # noqa: PLC0415
     from appliance.store import open_store  # noqa: PLC0415
 
     store = open_store(args.data)

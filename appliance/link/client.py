@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from appliance.backoff import backoff_delay
 from appliance.link.asgi import ASGIApp, Exchange, build_scope
 from appliance.link.connection import (
     BodyReceived,
@@ -51,7 +52,6 @@ __all__ = [
     "LinkSettings",
     "LinkStatus",
     "PairingRefused",
-    "backoff_delay",
     "is_loopback",
     "pair_once",
 ]
@@ -106,14 +106,6 @@ class LinkSettings(BaseModel):
             return None
         # Verified: hostname checked, CERT_REQUIRED (create_default_context's defaults).
         return ssl.create_default_context(cafile=self.ca_file)
-
-
-def backoff_delay(attempt: int, initial: float, maximum: float, rand: float) -> float:
-    """Exponential backoff with "equal jitter": half the step fixed, half random, so boxes
-    that lost the cabinet together do not all come back in the same instant.
-    ``rand`` is uniform in [0, 1)."""
-    step: float = min(maximum, initial * 2.0 ** min(attempt, 62))
-    return step / 2 + rand * step / 2
 
 
 class LinkPhase(enum.Enum):

@@ -19,6 +19,7 @@ from appliance.api.age_library import AgeFolderLibrary
 from appliance.api.console_app import ConsoleSettings, build_console_services
 from appliance.api.console_deps import ConsoleServices
 from appliance.api.vault import IdentityVault
+from appliance.files import create_private
 from appliance.recordings import open_recordings
 from appliance.recordings_api import CatalogedLibrary, RecordingAlarms
 from appliance.service.link_routes import install_link_routes
@@ -54,9 +55,7 @@ def _demo_admin(accounts: AccountStore, data: Path) -> str | None:
         password = secrets.token_urlsafe(12)
         accounts.create(DEMO_ADMIN, password, Role.ADMIN)
         path.unlink(missing_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{DEMO_ADMIN} {password}\n")
+        create_private(path, f"{DEMO_ADMIN} {password}\n")
     if not path.exists():
         return None
     return path.read_text().split()[1]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from appliance.link.client import backoff_delay
+from appliance.backoff import backoff_delay
 from appliance.service.sdnotify import bind_listener, parse_notify
 
 __all__ = ["ChildPart", "HookPart", "Part", "PartState", "PartStatus", "StartFailed", "Supervisor"]

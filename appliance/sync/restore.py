@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.files import create_private
 from appliance.store import LOCAL_DB, METADATA_DB
 from appliance.store.schema import METADATA
 from appliance.sync.config import RuntimePaths, describe_target, litestream_env, render_config
@@ -222,9 +223,7 @@ def restore_metadata(
         config = work / "litestream.yml"
         config_data = render_config(settings, source_paths)
         del config_data["socket"]
-        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(render_config_text(config_data))
+        create_private(config, render_config_text(config_data))
         output = work / METADATA_DB
         env = litestream_env(settings, dict(os.environ if environ is None else environ))
         result = run_litestream(

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from appliance.alarms import Alarm
+from appliance.files import write_private
 from appliance.sync.config import (
     SHUTDOWN_SYNC_SECONDS,
     RuntimePaths,
@@ -75,19 +76,6 @@ def _die_with_parent() -> None:
     the thread that forked: the event loop's thread, which lives as long as the service.)"""
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, mode 0600 from the first byte."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class SyncService:
@@ -154,7 +142,7 @@ class SyncService:
             self.control = ControlClient(self.paths.socket)
         self.paths.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.paths.folder, 0o700)
-        _write_private(self.paths.config, render_text(render_config(self.settings, self.paths)))
+        write_private(self.paths.config, render_text(render_config(self.settings, self.paths)))
         self._stopping.clear()
         self._tasks = [
             asyncio.create_task(self._supervise(binary), name="sync-supervise"),
@@ -293,7 +281,7 @@ class SyncService:
 
     def _write_status(self) -> None:
         try:
-            _write_private(self.paths.status, json.dumps(self.status().to_json()) + "\n")
+            write_private(self.paths.status, json.dumps(self.status().to_json()) + "\n")
         except OSError as exc:
             log.debug("cannot write %s: %s", self.paths.status, exc)
 

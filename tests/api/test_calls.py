@@ -10,9 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.agent import Agent, AgentConfig
+from support.agent import Agent, AgentConfig, loopback_binding
 from support.api import FAST, PASSWORD, Clock
-from support.sipp import free_port
+from support.ports import free_port
+from support.wait import wait_for
 
 from appliance.api import BoxContext, create_app
 from appliance.api.accounts import Role
@@ -22,7 +23,7 @@ from pbx.service import SipCore
 from pbx.settings import SipSettings
 from pbx.sip.events import Peer
 from pbx.sip.timers import TimerConfig
-from pbx.store import Binding, Disposition, Extension
+from pbx.store import Disposition, Extension
 
 pytestmark = [pytest.mark.timeout(60)]
 SIP_PASSWORD = "Secret-101"
@@ -42,11 +43,7 @@ class Rig:
         ua = Agent(AgentConfig(timers=TIMERS, **config))  # type: ignore[arg-type]
         port = await ua.start("UDP")
         if number is not None:
-            now = time.time()
-            self.store.bindings.put(
-                Binding(number, f"<sip:{number}@127.0.0.1:{port}>", now + 3600, "reg", 1,
-                        "UDP", "127.0.0.1", port, now)
-            )  # fmt: skip
+            self.store.bindings.put(loopback_binding(number, port))
         return ua
 
     async def calls(self) -> list[dict[str, object]]:
@@ -55,19 +52,21 @@ class Rig:
         calls: list[dict[str, object]] = r.json()
         return calls
 
-    async def wait_for(self, state: str) -> dict[str, object]:
-        for _ in range(200):
-            found = [c for c in await self.calls() if c["state"] == state]
-            if found:
-                return found[0]
+    async def wait_for(self, state: str, timeout: float = 30.0) -> dict[str, object]:
+        """The first call the API lists in ``state``, once there is one."""
+        deadline = time.monotonic() + timeout
+        while not (found := [c for c in await self.calls() if c["state"] == state]):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {state} call after {timeout:g} s")
             await asyncio.sleep(0.02)
-        raise AssertionError(f"no {state} call")
+        return found[0]
 
     async def settle(self) -> None:
-        for _ in range(200):
-            if not self.core.calls.calls and self.store.cdr.search():
-                return
-            await asyncio.sleep(0.02)
+        """The call is over and its record written."""
+        await wait_for(
+            lambda: not self.core.calls.calls and bool(self.store.cdr.search()),
+            "the call to end and its record to be written",
+        )
 
 
 @pytest.fixture
@@ -110,10 +109,7 @@ async def test_hang_up_an_answered_call(rig: Rig) -> None:
     assert r.status_code == 204
     await rig.settle()
     assert await rig.calls() == []
-    for _ in range(200):  # the BYE is on its way to the callee's phone
-        if callee.counts["BYE"]:
-            break
-        await asyncio.sleep(0.02)
+    await wait_for(lambda: callee.counts["BYE"] > 0, "the BYE to reach the callee's phone")
     assert callee.counts["BYE"] == 1
     [record] = rig.store.cdr.search()
     assert record.disposition is Disposition.ANSWERED and record.hangup_side.value == "system"
@@ -131,19 +127,14 @@ async def test_hang_up_a_ringing_call(rig: Rig) -> None:
     caller = await rig.phone()
     call = _dial(rig, caller)
     listed = await rig.wait_for("ringing")
-    for _ in range(500):  # ringing at the phone: its 180 came back through the box
-        if caller.counts["got-180"]:
-            break
-        await asyncio.sleep(0.02)
-    assert caller.counts["got-180"]
+    # Ringing at the phone (its 180 came back through the box): the box has the callee's
+    # INVITE transaction, which its CANCEL needs (RFC 3261 §9.1).
+    await wait_for(lambda: caller.counts["got-180"] > 0, "the callee's 180 at the caller")
     r = await rig.api.delete(f"/calls/{listed['call_id']}", headers=rig.headers)
     assert r.status_code == 204
-    assert await asyncio.wait_for(call, 10) == 487
+    assert await asyncio.wait_for(call, 30) == 487
     await rig.settle()
-    for _ in range(200):  # the CANCEL is on its way to the callee's phone
-        if callee.counts["CANCEL"]:
-            break
-        await asyncio.sleep(0.02)
+    await wait_for(lambda: callee.counts["CANCEL"] > 0, "the CANCEL to reach the callee's phone")
     assert callee.counts["CANCEL"] == 1 and callee.counts["answered"] == 0
     [record] = rig.store.cdr.search()
     assert record.disposition is Disposition.CANCELLED

@@ -12,7 +12,8 @@ import pytest
 from support.api import Box, make_box
 
 from appliance.api.accounts import Role
-from appliance.api.config import BoxConfig, ConfigConflict, ExtensionConfig, desired_sip_settings
+from appliance.api.config import BoxConfig, ConfigConflict, ExtensionConfig
+from appliance.config_doc import desired_sip_settings
 from pbx.settings import SipSettings
 from pbx.store import Extension
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.agent import Agent, AgentConfig
-from support.sipp import free_port
+from support.agent import Agent, AgentConfig, loopback_binding
+from support.ports import free_port
 
 from appliance.service.corectl import CoreControlServer, RemoteCalls, notifying_directory, tell_core
 from appliance.store import SqliteStore, open_store
@@ -79,12 +79,7 @@ async def test_calls_listed_and_hung_up(pair: Pair) -> None:
     await asyncio.to_thread(pair.api_store.directory.create, Extension("102"))
     callee = Agent(AgentConfig(timers=fast))
     port = await callee.start("UDP")
-    now = time.time()
-    pair.core_store.bindings.put(
-        Binding(
-            "102", f"<sip:102@127.0.0.1:{port}>", now + 600, "c", 1, "UDP", "127.0.0.1", port, now
-        )
-    )
+    pair.core_store.bindings.put(loopback_binding("102", port))
     caller = Agent(AgentConfig(timers=fast))
     await caller.start("UDP")
     remote = RemoteCalls(pair.socket, interval=0.05)

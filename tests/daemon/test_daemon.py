@@ -12,8 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.agent import Agent, AgentConfig
+from support.agent import Agent, AgentConfig, wait_answered
 from support.daemon import BoxDaemon, put_binding, sip_options
+from support.wait import wait_for
 
 from appliance.daemon import prepare_data
 from appliance.store import open_store
@@ -113,43 +114,41 @@ async def test_calls_survive_the_api_process_being_killed(tmp_path: Path) -> Non
     put_binding(data, "102", "127.0.0.1", callee_port)
     box = BoxDaemon(data)
     try:
-        await asyncio.to_thread(box.wait_notify, ready)
-        up = box.wait_notify(ready)
+        up = await asyncio.to_thread(box.wait_notify, ready)
         manager = box.children()["manager"]
         target = Peer("UDP", "127.0.0.1", box.sip_port)
+        hang_up = asyncio.Event()  # the caller talks until the test is done with the call
         call = asyncio.create_task(
-            caller.call(target, "102", talk=6.0, auth_as=("101", demo["101"]))
+            caller.call(target, "102", talk=120.0, auth_as=("101", demo["101"]), hang_up=hang_up)
         )
-        await asyncio.wait_for(caller.answered.wait(), 15)
+        await wait_answered(caller, call, context=box.output)
         # The API (another process) sees the call through the core's control socket.
         admin, password = (data / "demo-admin.txt").read_text().split()
         async with httpx.AsyncClient(base_url=up["EDGEPBX_API"], trust_env=False) as http:
             login = await http.post("/auth/login", json={"login": admin, "password": password})
             auth = {"Authorization": f"Bearer {login.json()['token']}"}
-            for _ in range(50):
-                listed = (await http.get("/calls", headers=auth)).json()
-                if listed:
-                    break
+            deadline = time.monotonic() + 30
+            while not (listed := (await http.get("/calls", headers=auth)).json()):
+                assert time.monotonic() < deadline, "the API never listed the call"
                 await asyncio.sleep(0.1)
             assert [(c["caller"], c["callee"], c["state"]) for c in listed] == [
                 ("101", "102", "answered")
             ]
         assert not call.done()  # still talking when the API process dies
         os.kill(manager, signal.SIGKILL)
+        await asyncio.to_thread(box.wait_notify, lambda f: "manager failed" in f.get("STATUS", ""))
+        assert not call.done()  # the call outlived the API process
+        hang_up.set()
         status = await asyncio.wait_for(call, 30)
         assert status == 200
-        for _ in range(100):  # the box relays the caller's BYE to the callee
-            if callee.counts["BYE"]:
-                break
-            await asyncio.sleep(0.05)
+        await wait_for(lambda: callee.counts["BYE"] > 0, "the box to relay the caller's BYE")
         assert callee.counts["BYE"] == 1, (callee.counts, caller.counts)
         assert caller.counts["BYE"] == 0  # the box never hung up on the caller
-        await asyncio.to_thread(box.wait_notify, lambda f: "manager failed" in f.get("STATUS", ""))
-        for _ in range(300):
-            if box.children().get("manager") not in (None, manager):
-                break
-            await asyncio.sleep(0.1)
-        assert box.children().get("manager") not in (None, manager)
+        await wait_for(
+            lambda: box.children().get("manager") not in (None, manager),
+            "the manager to be restarted",
+            step=0.1,
+        )
         box.process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(box.process.wait, 30) == 0
     finally:
@@ -179,9 +178,9 @@ async def test_sigterm_hangs_up_calls_in_progress(tmp_path: Path) -> None:
         await asyncio.to_thread(box.wait_notify, ready)
         target = Peer("UDP", "127.0.0.1", box.sip_port)
         call = asyncio.create_task(
-            caller.call(target, "102", talk=30.0, auth_as=("101", demo["101"]))
+            caller.call(target, "102", talk=60.0, auth_as=("101", demo["101"]))
         )
-        await asyncio.wait_for(caller.answered.wait(), 15)
+        await wait_answered(caller, call, context=box.output)
         box.process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(box.process.wait, 30) == 0
         # Both legs got a BYE from the box before it exited.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from support.baresip import BARESIP, Baresip, PhoneConfig, run_baresip
-from support.sipp import free_port
+from support.ports import free_port
 
 from appliance.store import open_store
 from pbx.service import SipCore

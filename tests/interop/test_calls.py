@@ -11,14 +11,14 @@ import asyncio
 import re
 import socket
 import struct
-import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from support.agent import Agent, AgentConfig
-from support.sipp import free_port, run_sipp, start_sipp
+from support.agent import Agent, AgentConfig, loopback_binding
+from support.ports import free_port
+from support.sipp import run_sipp, start_sipp
 
 from appliance.store import open_store
 from pbx.rtp.packet import TelephoneEvent
@@ -26,7 +26,7 @@ from pbx.service import SipCore
 from pbx.settings import SipSettings
 from pbx.sip.events import Peer
 from pbx.sip.timers import TimerConfig
-from pbx.store import Binding, Disposition, Extension, Store
+from pbx.store import Disposition, Extension, Store
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 PASSWORD = "Secret-101"
@@ -47,20 +47,7 @@ async def box(tmp_path: Path) -> AsyncIterator[tuple[SipCore, Store]]:
 
 
 def bind(store: Store, number: str, port: int, transport: str = "UDP") -> None:
-    now = time.time()
-    store.bindings.put(
-        Binding(
-            aor=number,
-            contact=f"<sip:{number}@127.0.0.1:{port}>",
-            expires_at=now + 3600,
-            call_id=f"reg-{number}",
-            cseq=1,
-            source_transport=transport,
-            source_host="127.0.0.1",
-            source_port=port,
-            updated_at=now,
-        )
-    )
+    store.bindings.put(loopback_binding(number, port, transport))
 
 
 async def test_call_101_to_102_through_the_box(box: tuple[SipCore, Store], tmp_path: Path) -> None:

@@ -15,11 +15,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from support.linkpeer import BoxFactory, make_test_app, paired, wait_for
+from support.linkpeer import BoxFactory, make_test_app, paired
+from support.wait import wait_for
 from websockets.asyncio.server import ServerConnection, serve
 
+from appliance.backoff import backoff_delay
 from appliance.link.cabinet import Cabinet, LinkUnavailable
-from appliance.link.client import LinkPhase, LinkSettings, backoff_delay
+from appliance.link.client import LinkPhase, LinkSettings
 from appliance.link.credentials import LinkCredential, MemoryCredentials, SqliteCredentials
 from appliance.link.frames import Welcome, encode
 from appliance.store import open_store

@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 from support.api import PASSWORD, Box, make_box
-from support.linkpeer import BoxFactory, wait_for
+from support.linkpeer import BoxFactory
+from support.wait import wait_for
 
 from appliance.api.accounts import Role
 from appliance.link.cabinet import Cabinet

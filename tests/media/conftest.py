@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import random
-import socket
 from collections.abc import Callable, Mapping
 
 import pytest
 import uvloop
+from support.ports import free_port
 
 
 def pytest_asyncio_loop_factories(
@@ -18,24 +17,9 @@ def pytest_asyncio_loop_factories(
 
 
 def free_port_block(size: int, host: str = "127.0.0.1") -> tuple[int, int]:
-    """An even-aligned block of ``size`` ports that could all be bound just now, below the
-    kernel's ephemeral range so outgoing sockets of other tests rarely land in it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for _ in range(200):
-        first = random.randrange(20000, 30000 - size) & ~1
-        sockets = []
-        try:
-            for port in range(first, first + size):
-                sock = socket.socket(family, socket.SOCK_DGRAM)
-                sockets.append(sock)
-                sock.bind((host, port))
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-        return first, first + size - 1
-    raise RuntimeError("no free port block found")
+    """An even-aligned block of ``size`` ports free just now (see support.ports)."""
+    first = free_port(host, span=size, even=True)
+    return first, first + size - 1
 
 
 PortBlock = Callable[..., tuple[int, int]]

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Callable
 
 import pytest
+from support.ports import bindable
 
 from pbx.media.ports import PortAllocator, PortBindError, PortsExhausted
 
@@ -16,17 +17,6 @@ PortBlock = Callable[..., tuple[int, int]]
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-def can_bind(port: int, host: str = "127.0.0.1") -> bool:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        return False
-    finally:
-        sock.close()
-    return True
 
 
 def test_pairs_are_even_and_bound(port_block: PortBlock) -> None:
@@ -38,9 +28,9 @@ def test_pairs_are_even_and_bound(port_block: PortBlock) -> None:
     assert pair.rtp_socket.getsockname() == ("127.0.0.1", pair.rtp_port)
     assert pair.rtcp_socket.getsockname() == ("127.0.0.1", pair.rtcp_port)
     assert not pair.rtp_socket.getblocking()
-    assert not can_bind(pair.rtp_port) and not can_bind(pair.rtcp_port)
+    assert not bindable("127.0.0.1", pair.rtp_port) and not bindable("127.0.0.1", pair.rtcp_port)
     ports.release(pair)
-    assert can_bind(pair.rtp_port) and can_bind(pair.rtcp_port)
+    assert bindable("127.0.0.1", pair.rtp_port) and bindable("127.0.0.1", pair.rtcp_port)
 
 
 def test_odd_start_is_rounded_up_and_rtcp_must_fit(port_block: PortBlock) -> None:
@@ -110,7 +100,7 @@ def test_no_sockets_leak(port_block: PortBlock) -> None:
             ports.release(pair)  # twice: harmless
     assert open_fds() == before
     assert ports.in_use == 0
-    assert all(can_bind(p) for p in range(first, last + 1))
+    assert all(bindable("127.0.0.1", p) for p in range(first, last + 1))
 
 
 def test_configuration_errors() -> None:

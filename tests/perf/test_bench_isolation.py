@@ -18,7 +18,7 @@ import httpx
 import pytest
 from support.bench import report
 from support.daemon import sip_options
-from support.sipp import free_port
+from support.ports import free_port
 
 pytestmark = pytest.mark.bench
 HARNESS = Path(__file__).with_name("isolation_box.py")

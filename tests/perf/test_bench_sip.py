@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from support.bench import report
 from support.kamailio import Kamailio
-from support.sipp import SippResult, free_port, run_sipp, write_users_csv
+from support.ports import free_port
+from support.sipp import SippResult, run_sipp, write_users_csv
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(3600)]
 

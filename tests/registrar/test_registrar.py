@@ -4,12 +4,11 @@ SQLite."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.imports import loaded
 from support.phone import KEY, NOW, PASSWORD, REALM, Phone
 
 from appliance.store import SqliteStore, open_store
@@ -634,11 +633,4 @@ def test_expiry_bounds_must_be_ordered(store: MemoryStore, authenticator: Authen
 def test_importing_the_registrar_loads_no_io() -> None:
     """The sans-IO part is importable without asyncio, sockets or SQLite (RegistrarJobs
     imports asyncio when it runs)."""
-    code = (
-        "import sys, pbx.registrar; "
-        "print(sorted({'asyncio', 'socket', 'selectors', 'sqlite3'} & set(sys.modules)))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]"
+    assert loaded("import pbx.registrar", ("asyncio", "socket", "selectors", "sqlite3")) == []

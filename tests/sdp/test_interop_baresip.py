@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.ports import free_port
 
 from pbx.sdp import Codec, Direction, SdpLeg, SessionDescription, negotiated_codec, parse_sdp
 from pbx.sip import Response, parse
@@ -31,13 +32,6 @@ pytestmark = [
 DATA = Path(__file__).parent / "data"
 MODULES = Path("/usr/lib/baresip/modules")
 BOX = "127.0.0.1"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((BOX, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_until_answering(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -67,7 +61,7 @@ def wait_until_answering(port: int, proc: subprocess.Popen[bytes], log: Path) ->
 @pytest.fixture
 def baresip(tmp_path: Path) -> Iterator[int]:
     """A baresip that auto-answers on 127.0.0.1; yields its SIP port."""
-    port = free_udp_port()
+    port = free_port(BOX)
     conf = tmp_path / "baresip"
     conf.mkdir()
     (conf / "config").write_text(

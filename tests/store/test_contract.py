@@ -4,8 +4,6 @@ run the same scenarios (directory, digest secrets, bindings, call records)."""
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.imports import loaded
 
 from appliance.store import open_store
 from pbx.sip.auth import DigestClient, DigestServer, ha1, parse_challenge
@@ -114,14 +113,7 @@ def new_store(request: pytest.FixtureRequest) -> Iterator[Callable[[], Store]]:
 
 def test_the_interface_module_loads_no_adapter() -> None:
     """pbx.store is what the core imports: no sqlite3, no asyncio, no adapter behind it."""
-    code = (
-        "import sys, pbx.store; "
-        "print(sorted({'sqlite3', 'asyncio', 'appliance'} & set(sys.modules)))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "[]"
+    assert loaded("import pbx.store", ("sqlite3", "asyncio", "appliance")) == []
 
 
 # ------------------------------------------------------------------------------ directory

@@ -11,8 +11,11 @@ assert on outcomes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from asyncio import FIRST_COMPLETED
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 
 from pbx.endpoint import Listen, SipEndpoint
@@ -33,6 +36,7 @@ from pbx.sip.message import Request, Response, build_request, make_response
 from pbx.sip.timers import TimerConfig
 from pbx.sip.uas import Capabilities, check_request, options_response
 from pbx.sip.uri import SipUri
+from pbx.store import Binding
 
 SDP = (
     b"v=0\r\no=agent 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -247,13 +251,14 @@ class Agent:
         cancel_after: float | None = None,
         hold: bool = False,
         late_offer: bool = False,
+        hang_up: asyncio.Event | None = None,
     ) -> int:
         """Call ``user`` at ``target``: INVITE (answering a digest challenge with ``auth_as``
         = (user, password)), ACK the 2xx, optionally put the call on hold and back with two
-        re-INVITEs, wait ``talk`` s, BYE. ``cancel_after``: CANCEL that many seconds after
-        the first provisional. ``late_offer``: the INVITE has no SDP, the 200 brings the
-        offer and the ACK carries this agent's answer. Returns the final status of the
-        INVITE."""
+        re-INVITEs, wait ``talk`` s (or until ``hang_up`` is set, if sooner), BYE.
+        ``cancel_after``: CANCEL that many seconds after the first provisional.
+        ``late_offer``: the INVITE has no SDP, the 200 brings the offer and the ACK carries
+        this agent's answer. Returns the final status of the INVITE."""
         transport = target.transport
         host, port = self.endpoint.local(transport)
         uri = SipUri(target.host, user, target.port)
@@ -312,7 +317,11 @@ class Agent:
             for direction in ("sendonly", "sendrecv"):
                 status = await self._reinvite(dialog, target, direction)
                 self.counts[f"reinvite-{direction}-{status}"] += 1
-        await asyncio.sleep(talk)
+        if hang_up is None:
+            await asyncio.sleep(talk)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hang_up.wait(), talk)
         if dialog.state is DialogState.TERMINATED:
             return final.status  # the callee hung up first
         bye = dialog.create_request("BYE", via=self.endpoint.via(transport))
@@ -418,3 +427,45 @@ class Agent:
 
 def _now() -> float:
     return asyncio.get_running_loop().time()
+
+
+async def wait_answered(
+    caller: Agent,
+    call: asyncio.Future[int],
+    timeout: float = 60.0,
+    context: Callable[[], str] = str,
+) -> None:
+    """Until ``caller``'s ``call`` (the task of :meth:`Agent.call`) is answered. A call that
+    ends unanswered fails at once with its final status: there is nothing more to wait
+    for. ``timeout`` only bounds a hang; ``context()`` is added to a failure (a log)."""
+    answered = asyncio.ensure_future(caller.answered.wait())
+    try:
+        await asyncio.wait({answered, call}, timeout=timeout, return_when=FIRST_COMPLETED)
+    finally:
+        answered.cancel()
+    if caller.answered.is_set():
+        return
+    if call.done():
+        outcome = call.exception() or f"final status {call.result()}"
+        raise AssertionError(f"the call ended unanswered ({outcome}); {dict(caller.counts)}\n"
+                             f"{context()}")  # fmt: skip
+    raise AssertionError(f"no answer after {timeout:g} s; {dict(caller.counts)}\n{context()}")
+
+
+def loopback_binding(
+    number: str, port: int, transport: str = "UDP", host: str = "127.0.0.1"
+) -> Binding:
+    """What a REGISTER of a phone at ``host``:``port`` would store for ``number`` (an
+    hour's registration): tests put it in a store instead of registering."""
+    now = time.time()
+    return Binding(
+        aor=number,
+        contact=f"<sip:{number}@{host}:{port}>",
+        expires_at=now + 3600,
+        call_id=f"test-{number}",
+        cseq=1,
+        source_transport=transport,
+        source_host=host,
+        source_port=port,
+        updated_at=now,
+    )

@@ -17,7 +17,8 @@ from types import TracebackType
 from typing import Self
 
 from appliance.service.sdnotify import parse_notify
-from support.sipp import free_port
+from support.agent import loopback_binding
+from support.ports import free_port
 
 SIP_OPTIONS = (
     "OPTIONS sip:{host}:{port} SIP/2.0\r\n"
@@ -153,23 +154,9 @@ def put_binding(data_dir: Path, number: str, host: str, port: int) -> None:
     """Register ``number`` at a UDP contact (what a REGISTER would store), before the box
     starts (the core loads bindings into memory when it opens the store)."""
     from appliance.store import open_store  # noqa: PLC0415
-    from pbx.store import Binding  # noqa: PLC0415
 
     store = open_store(data_dir)
     try:
-        now = time.time()
-        store.bindings.put(
-            Binding(
-                aor=number,
-                contact=f"<sip:{number}@{host}:{port}>",
-                expires_at=now + 3600,
-                call_id=f"test-{number}",
-                cseq=1,
-                source_transport="UDP",
-                source_host=host,
-                source_port=port,
-                updated_at=now,
-            )
-        )
+        store.bindings.put(loopback_binding(number, port, host=host))
     finally:
         store.close()

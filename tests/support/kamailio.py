@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from .sipp import check_loopback, free_port
+from .ports import check_loopback, free_port
 
 KAMAILIO = "kamailio"
 CONFIG = Path(__file__).resolve().parent.parent / "perf" / "kamailio.cfg"

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from appliance.link.cabinet import Cabinet
 from appliance.link.client import LinkClient, LinkPhase
+from support.wait import wait_for
 
 FAST = {
     "backoff_initial": 0.05,
@@ -74,12 +75,6 @@ def make_test_app(concurrency: int = 6) -> FastAPI:
         raise RuntimeError("handler bug")
 
     return app
-
-
-async def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.02)
 
 
 BoxFactory = Callable[..., Awaitable[LinkClient]]

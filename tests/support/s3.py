@@ -1,13 +1,15 @@
 """A real S3 peer on loopback for the sync tests: moto's server (the one ``moto_server``
-runs), in this process so its buckets outlive a stop/start on the same port (an outage)."""
+runs), in this process so its buckets outlive an outage."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,31 +17,57 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from moto.server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from support.ports import free_port
 
 ACCESS_KEY = "AKIAEDGEPBXTEST00001"
 SECRET_KEY = "edgepbx-test-secret/" + "Zq8" * 8
 
 
+class _OutageHandler(MotoRequestHandler):
+    """moto's handler, but while the peer is down every connection is reset unanswered."""
+
+    def handle(self) -> None:
+        if getattr(self.server, "down", False):
+            # Linger 0: the close sends RST, as a dead route or a crashed server would.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return
+        super().handle()
+
+
 class S3Peer:
-    """moto's S3 on 127.0.0.1, ephemeral port. ``stop()``/``start()`` make an outage: the
-    port stops answering, the objects stay."""
+    """moto's S3 on 127.0.0.1, ephemeral port. ``stop()``/``start()`` make an outage: every
+    connection is reset, the objects stay. The listening socket stays ours all along: a
+    released ephemeral port can be taken by any process's outgoing connection before it is
+    bound again (and moto's own ``ThreadedMotoServer.start()`` then waits forever)."""
 
     def __init__(self) -> None:
-        self.port = 0
-        self._server: ThreadedMotoServer | None = None
-        self.start()
-
-    def start(self) -> None:
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        server.start()
-        self.port = server.get_host_and_port()[1]
-        self._server = server
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server: BaseWSGIServer = make_server(
+            "127.0.0.1", 0, app, threaded=True, request_handler=_OutageHandler
+        )
+        self._server.down = False  # type: ignore[attr-defined]
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+        """The outage begins (requests in flight still finish)."""
+        self._server.down = True  # type: ignore[attr-defined]
+
+    def start(self) -> None:
+        """The outage ends, same port."""
+        self._server.down = False  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._thread.join()
 
     @property
     def endpoint(self) -> str:
@@ -74,9 +102,7 @@ class MotoProcess:
     and a wrong secret is refused with SignatureDoesNotMatch."""
 
     def __init__(self, *, auth: bool = False) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        self.port = free_port()
         env = dict(os.environ)
         if auth:
             # The first three requests (user, policy, key) are let in to set things up.

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import ipaddress
 import math
 import os
-import random
 import shutil
 import signal
 import socket
@@ -34,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self, TypedDict, Unpack
+
+from support.ports import bindable, check_loopback, free_port
 
 SIPP = "sipp"
 SCENARIOS = Path(__file__).resolve().parent.parent / "interop" / "scenarios"
@@ -104,18 +104,6 @@ class SippResult:
 # ------------------------------------------------------------------------------ ports, addresses
 
 
-def check_loopback(host: str) -> str:
-    """Return ``host`` (brackets removed) if it is a loopback address, else raise ValueError."""
-    bare = host.strip("[]")
-    try:
-        loopback = ipaddress.ip_address(bare).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ValueError(f"only loopback addresses are allowed, got {host!r}")
-    return bare
-
-
 def split_target(target: str) -> tuple[str, int | None]:
     """``"127.0.0.1:5070"``, ``"[::1]:5070"``, ``"::1"`` or ``"127.0.0.1"`` -> (host, port)."""
     if target.startswith("["):
@@ -126,37 +114,6 @@ def split_target(target: str) -> tuple[str, int | None]:
         host, port = target.split(":")
         return check_loopback(host), int(port)
     return check_loopback(target), None
-
-
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-def _bindable(host: str, port: int, kind: socket.SocketKind) -> bool:
-    with socket.socket(_family(host), kind) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str = "127.0.0.1", *, span: int = 1) -> int:
-    """A port P such that P .. P+span-1 are free for both UDP and TCP on ``host``.
-
-    Picked at random below Linux's ephemeral range (32768+), so outgoing connections of other
-    processes cannot take it between this check and SIPp binding it.
-    """
-    host = check_loopback(host)
-    for _ in range(500):
-        base = random.randrange(20000, 32000 - span)
-        ports = range(base, base + span)
-        if all(
-            _bindable(host, p, socket.SOCK_DGRAM) and _bindable(host, p, socket.SOCK_STREAM)
-            for p in ports
-        ):
-            return base
-    raise SippError(f"no free port range of {span} on {host}")
 
 
 def write_users_csv(
@@ -275,7 +232,7 @@ class SippProcess:
         while time.monotonic() < deadline:
             if not self.alive():
                 raise SippError(f"SIPp exited with {self._returncode}:\n{self._output_tail()}")
-            if not _bindable(self.host, self.port, kind):
+            if not bindable(self.host, self.port, kind):
                 return
             time.sleep(0.02)
         self.stop()

@@ -1,13 +1,10 @@
 """Helpers of the sync tests and benchmarks: settings for both targets against the S3 peer,
-call records, row dumps, and a poll helper for asynchronous outcomes."""
+call records and row dumps."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +70,3 @@ def rows(db: Path, table: str) -> list[tuple[Any, ...]]:
         return conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
     finally:
         conn.close()
-
-
-async def wait_for(
-    predicate: Callable[[], bool], what: str, timeout: float = 30.0, step: float = 0.05
-) -> None:
-    """Poll until ``predicate()`` holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(step)

@@ -12,4 +12,4 @@ from support.s3 import S3Peer
 def s3() -> Iterator[S3Peer]:
     peer = S3Peer()
     yield peer
-    peer.stop()
+    peer.close()

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from support.s3 import MotoProcess
-from support.syncing import FAST, call_record, rows, wait_for
+from support.syncing import FAST, call_record, rows
+from support.wait import wait_for
 
 from appliance.cli import main
 from appliance.store import open_store

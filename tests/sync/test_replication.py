@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from support.s3 import ACCESS_KEY, SECRET_KEY, S3Peer
-from support.syncing import call_record, file_settings, rows, s3_settings, wait_for
+from support.syncing import call_record, file_settings, rows, s3_settings
+from support.wait import wait_for
 
 from appliance.cli import main
 from appliance.store import LOCAL_DB, METADATA_DB, open_store

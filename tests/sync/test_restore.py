@@ -11,8 +11,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from support.sipp import free_port, run_sipp, write_users_csv
-from support.syncing import call_record, rows, wait_for
+from support.ports import free_port
+from support.sipp import run_sipp, write_users_csv
+from support.syncing import call_record, rows
+from support.wait import wait_for
 
 from appliance.cli import main
 from appliance.store import METADATA_DB, open_store
