@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         type=_port_range,
         default=None,
         metavar="LOW-HIGH",
-        help="RTP port range of the media relay (default 20000-20999)",
+        help="RTP port range of the media relay (default 20000-29999)",
     )
     run.add_argument("--data", default="var", help="the box's data folder")
     run.add_argument("--api-host", default="127.0.0.1", help="management API listen address")

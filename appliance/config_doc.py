@@ -53,7 +53,7 @@ class SipConfig(StrictModel):
         description="challenges offered, in this order",
     )
     rtp_port_min: int = Field(20000, ge=1024, le=65534)
-    rtp_port_max: int = Field(20999, ge=1025, le=65535)
+    rtp_port_max: int = Field(29999, ge=1025, le=65535)
     max_calls: int = Field(1000, ge=1, le=100000)
     media_timeout: float = Field(60.0, gt=0, le=3600)
 

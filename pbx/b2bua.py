@@ -269,10 +269,13 @@ class CallManager:
         call_id = new_call_id(host)
         from_tag = new_tag()
         forks: dict[asyncio.Future[Any], tuple[Request, Peer]] = {}
+        heard: dict[asyncio.Future[Any], asyncio.Event] = {}  # a fork sent a provisional
         for binding in bindings:
             invite, peer = self._fork_invite(call, binding, call_id, from_tag, offer_b)
-            ring = self._provisional_handler(call)
-            forks[asyncio.ensure_future(self.endpoint.request(invite, peer, ring))] = (invite, peer)
+            provisional = asyncio.Event()
+            ring = self._provisional_handler(call, provisional)
+            fork = asyncio.ensure_future(self.endpoint.request(invite, peer, ring))
+            forks[fork], heard[fork] = (invite, peer), provisional
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ring_timeout
@@ -301,9 +304,7 @@ class CallManager:
             waker.cancel()
         # Whatever is still ringing loses: CANCEL it (§9.1); late 2xx get ACK + BYE.
         for task in pending:
-            invite, peer = forks[task]
-            self.endpoint.send_request(make_cancel(invite), peer)
-            self._spawn(self._after_cancel(task, invite, peer))
+            self._spawn(self._cancel_fork(task, *forks[task], heard[task]))
         if winner is not None and not call.cancelled:
             await self._answered(call, *winner)
         elif call.cancelled:
@@ -350,8 +351,12 @@ class CallManager:
         uri = _parse_contact_uri(binding.contact)
         return build_request("INVITE", uri, headers, body), peer
 
-    def _provisional_handler(self, call: Call) -> Callable[[Response], None]:
-        return lambda response: self._provisional(call, response)
+    def _provisional_handler(self, call: Call, heard: asyncio.Event) -> Callable[[Response], None]:
+        def on_provisional(response: Response) -> None:
+            heard.set()
+            self._provisional(call, response)
+
+        return on_provisional
 
     def _provisional(self, call: Call, response: Response) -> None:
         """A 18x from a fork: ring the caller once; pass early media from the first fork
@@ -475,6 +480,19 @@ class CallManager:
         response = _failure(call.a_request, status, reason, call.a_tag)
         self.endpoint.send_response(call.a_key, response)
         self._finish(call, disposition, side, reason or response.reason, status)
+
+    async def _cancel_fork(
+        self, task: asyncio.Future[Response], invite: Request, peer: Peer, heard: asyncio.Event
+    ) -> None:
+        """CANCEL a fork that lost. §9.1: not before it has sent a provisional response
+        (until then the INVITE may not even have arrived), so wait for one or for its final."""
+        if not heard.is_set():
+            waiter: asyncio.Future[Any] = asyncio.ensure_future(heard.wait())
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        if not task.done():
+            self.endpoint.send_request(make_cancel(invite), peer)
+        await self._after_cancel(task, invite, peer)
 
     async def _after_cancel(
         self, task: asyncio.Future[Response], invite: Request, peer: Peer

@@ -11,7 +11,7 @@ from pbx.sip.timers import TimerConfig
 
 class SipSettings(BaseModel):
     """Where the SIP core listens, how its timers run, and where media goes.
-    Defaults: loopback, port 5060, RTP ports 20000-20999."""
+    Defaults: loopback, port 5060, RTP ports 20000-29999 (four a call: 2,500 relayed calls)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -33,7 +33,7 @@ class SipSettings(BaseModel):
     digest_algorithms: tuple[Literal["MD5", "SHA-256"], ...] = ("MD5",)
     media_host: str = "127.0.0.1"
     rtp_port_min: int = Field(20000, ge=1024, le=65534)
-    rtp_port_max: int = Field(20999, ge=1025, le=65535)
+    rtp_port_max: int = Field(29999, ge=1025, le=65535)
     media_timeout: float = Field(60.0, gt=0)  # hang up a call whose media died this long ago
     max_calls: int = Field(1000, ge=1)
 

@@ -19,12 +19,15 @@ import pytest
 from support.agent import Agent, AgentConfig, loopback_binding
 from support.ports import free_port
 from support.sipp import run_sipp, start_sipp
+from support.wait import wait_for
 
 from appliance.store import open_store
 from pbx.rtp.packet import TelephoneEvent
 from pbx.service import SipCore
 from pbx.settings import SipSettings
 from pbx.sip.events import Peer
+from pbx.sip.message import Request, make_response
+from pbx.sip.parser import parse
 from pbx.sip.timers import TimerConfig
 from pbx.store import Disposition, Extension, Store
 
@@ -198,6 +201,53 @@ async def test_forking_first_answer_wins_the_other_is_cancelled(
     (record,) = store.cdr.search()
     assert record.disposition is Disposition.ANSWERED
     for ua in (caller, desk, soft):
+        await ua.close()
+
+
+class SilentPhone(asyncio.DatagramProtocol):
+    """A contact that receives INVITEs but sends nothing until told to ring."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, tuple[str, int]]] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment] (uvloop's is no subclass)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received.append((data, addr))
+
+    def methods(self) -> list[str]:
+        return [data.split(b" ", 1)[0].decode() for data, _ in self.received]
+
+    def ring(self) -> None:
+        data, addr = self.received[0]
+        invite = parse(data)
+        assert isinstance(invite, Request) and self.transport is not None
+        self.transport.sendto(bytes(make_response(invite, 180, to_tag="silent")), addr)
+
+
+async def test_a_losing_fork_is_cancelled_only_after_it_rang(
+    box: tuple[SipCore, Store],
+) -> None:
+    """§9.1: no CANCEL before a provisional response; it follows the fork's first 18x."""
+    core, store = box
+    desk = await agent(ring_seconds=0.3)
+    bind(store, "102", desk.endpoint.local("UDP")[1])
+    loop = asyncio.get_running_loop()
+    transport, silent = await loop.create_datagram_endpoint(
+        SilentPhone, local_addr=("127.0.0.1", 0)
+    )
+    silent_port = transport.get_extra_info("sockname")[1]
+    bind(store, "102", silent_port)
+    status, caller = await place_call(core, "102", talk=0.1)
+    await settle(core)
+    assert status == 200 and desk.counts["answered"] == 1
+    assert "INVITE" in silent.methods() and "CANCEL" not in silent.methods()
+    silent.ring()
+    await wait_for(lambda: "CANCEL" in silent.methods(), "the CANCEL after the 180", timeout=10)
+    transport.close()
+    for ua in (caller, desk):
         await ua.close()
 
 
