@@ -66,13 +66,14 @@ async def recording_box(
     *,
     caller_policy: RecordPolicy = RecordPolicy.OUTBOUND,
     box_policy: str = "none",
+    password: str = PASSWORD,
 ) -> AsyncIterator[Box]:
     store = open_store(data)
     settings = SipSettings(port=0, t1=0.1, t2=0.8, rtp_port_min=41000, rtp_port_max=41999)
     for number in ("101", "102"):
         policy = caller_policy if number == "101" else RecordPolicy.NONE
         store.directory.create(Extension(number=number, record_calls=policy))
-        store.directory.set_password(number, PASSWORD, settings.domain)
+        store.directory.set_password(number, password, settings.domain)
     recordings = open_recordings(
         store,
         data,
