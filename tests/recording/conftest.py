@@ -1,14 +1,9 @@
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
+from support.tmpfs import volatile_dir  # noqa: F401 (a fixture)
 
 from pbx.recording.age import X25519Identity
-from pbx.recording.journal import filesystem_type
 
 
 @pytest.fixture(scope="session")
@@ -19,16 +14,3 @@ def identity() -> X25519Identity:
 @pytest.fixture(scope="session")
 def other_identity() -> X25519Identity:
     return X25519Identity.generate()
-
-
-@pytest.fixture
-def volatile_dir() -> Iterator[Path]:
-    """A fresh folder on tmpfs (/dev/shm), as the key journal requires."""
-    shm = Path("/dev/shm")
-    if filesystem_type(shm) not in ("tmpfs", "ramfs"):
-        pytest.skip("/dev/shm is not a tmpfs here")
-    path = Path(tempfile.mkdtemp(prefix="edgepbx-test-", dir=shm))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from support.s3 import S3Peer
+from support.tmpfs import volatile_dir  # noqa: F401 (a fixture for the recorded-call test)
 
 
 @pytest.fixture

@@ -13,10 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-import shutil
 import sqlite3
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,7 +35,6 @@ from appliance.store import LOCAL_DB
 from appliance.sync import SyncService, restore_metadata
 from pbx.recording.age import decrypt_bytes
 from pbx.recording.catalog import RecordingInfo, RecordingState
-from pbx.recording.journal import filesystem_type
 from pbx.recording.keys import Keyring
 from pbx.recording.wav import HEADER_SIZE
 from pbx.sip.auth import ha1
@@ -50,19 +46,6 @@ REALM = "edgepbx.local"  # SipSettings().domain, the digest realm of the box
 PASSPHRASE = f"site passphrase {secrets.token_hex(8)}"
 TONES = [(1000.0, 600.0), (800.0, 1200.0), (700.0, 1400.0)]  # (caller, callee) per call
 WINDOW = 64
-
-
-@pytest.fixture
-def volatile_dir() -> Iterator[Path]:
-    """A fresh folder on tmpfs (/dev/shm), as the recorder's key journal requires."""
-    shm = Path("/dev/shm")
-    if filesystem_type(shm) not in ("tmpfs", "ramfs"):
-        pytest.skip("/dev/shm is not a tmpfs here")
-    path = Path(tempfile.mkdtemp(prefix="edgepbx-test-", dir=shm))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 async def recorded_call(
