@@ -109,6 +109,9 @@ async def test_site_identity_export_decrypts_with_age(admin: ConsoleEnv, tmp_pat
     with pytest.raises(ApiError) as err:
         await c.export_identity("/etc")
     assert "directory" in err.value.fields
+    with pytest.raises(ApiError) as err:
+        await c.export_identity(str(env.data_dir / "exports") + "\x00")  # found by schemathesis
+    assert err.value.status == 422 and "directory" in err.value.fields
     exported = await c.export_identity(str(env.data_dir / "exports"))
     assert (await c.confirm_backup()).backup_confirmed
     # the stock age tool decrypts the export with the passphrase (typed on a terminal)

@@ -244,7 +244,9 @@ async def test_dhcp_lease_from_a_real_server_then_back_to_static(
         assert ipaddress.ip_interface(leased) in ipaddress.ip_network("10.77.0.48/28")
         assert routes == {("0.0.0.0/0", "10.77.0.1")}  # the router option became the route
         assert (await service.read_state()).link(pair.box_if).dhcp  # type: ignore[union-attr]
-        assert await asyncio.to_thread(pair.peer_ping, leased.split("/")[0])
+        # a few tries: on a loaded machine the first echo can outlast ping's 2 s
+        answered = [await asyncio.to_thread(pair.peer_ping, leased.split("/")[0]) for _ in range(3)]
+        assert any(answered)
         await service.confirm()
         assert await service.preview(config) == []  # DHCP owns the addresses now
 

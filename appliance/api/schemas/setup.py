@@ -69,7 +69,8 @@ class IdentityBody(_Body):
 
 
 class ExportBody(_Body):
-    directory: str = Field(min_length=1)  # a removable disk's mount point or the exports folder
+    # a removable disk's mount point or the exports folder; no path holds a NUL byte
+    directory: str = Field(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")
 
 
 class ExportInfo(_Body):
