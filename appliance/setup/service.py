@@ -25,6 +25,7 @@ from appliance.api.schemas.setup import (
     PairingState,
     SetupState,
 )
+from appliance.files import write_private
 from pbx.recording.keys import DEFAULT_WORK_FACTOR, Keyring
 from pbx.store import AlreadyExists, Extension, Store
 
@@ -66,14 +67,6 @@ class NoCloudLink:
         return PairingState(
             state="pending", message="code kept; waiting for the cloud link to start"
         )
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def check_hostname(name: str) -> str | None:
@@ -165,7 +158,7 @@ class SetupService:
         short = current.fingerprint.removeprefix("sha256:")[:12]
         target = target_dir / f"{self.state().hostname or 'edgepbx'}-site-{short}.age"
         data = keyring.export_identity(current.fingerprint)  # still passphrase-protected
-        _write_private(target, data)
+        write_private(target, data)
         self._update(identity_exported_to=str(target))
         return ExportInfo(path=str(target), size=len(data))
 
@@ -204,7 +197,7 @@ class SetupService:
         exports = self.data_dir / "exports"
         exports.mkdir(exist_ok=True)
         sheet_path = exports / f"extensions-{first}-{last}.txt"
-        _write_private(sheet_path, sheet.encode())  # it holds passwords
+        write_private(sheet_path, sheet.encode())  # it holds passwords
         self._update(extensions=sorted({*self.state().extensions, *numbers}, key=int))
         return ExtensionRangeResult(extensions=created, sheet_path=str(sheet_path), sheet=sheet)
 
