@@ -29,6 +29,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from support.ports import bindable
+
 BIN = Path(sys.executable).parent
 EDGEPBX = BIN / "edgepbx"
 PY_SPY = BIN / "py-spy"
@@ -129,7 +131,7 @@ def free_sip_port(host: str = "127.0.0.1") -> int:
     the peers of one trial do not pick each other's ports."""
     for _ in range(200):
         port = random.randrange(10000, 20000)
-        if all(_bindable(host, port, kind) for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM)):
+        if all(bindable(host, port, kind) for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM)):
             return port
     raise BoxError(f"no free port in 10000-19999 on {host}")
 
@@ -140,18 +142,9 @@ def sipp_ports(host: str = "127.0.0.1") -> dict[str, int]:
     pair away from it. (SIPp's control port still comes from there: rarely, one pair.)"""
     for _ in range(200):
         base = random.randrange(10000, 19996)
-        if all(_bindable(host, p, socket.SOCK_DGRAM) for p in range(base, base + 4)):
+        if all(bindable(host, p, socket.SOCK_DGRAM) for p in range(base, base + 4)):
             return {"local_port": free_sip_port(host), "media_port": base}
     raise BoxError(f"no 4 free ports in 10000-19999 on {host}")
-
-
-def _bindable(host: str, port: int, kind: socket.SocketKind) -> bool:
-    with socket.socket(socket.AF_INET, kind) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 class BoxProcess:
