@@ -42,7 +42,8 @@ from pbx.store import (
     HangupSide,
     RecordPolicy,
 )
-from support.agent import Agent, AgentConfig
+from support.agent import Agent, AgentConfig, wait_answered
+from support.wait import wait_for
 
 PASSWORD = "Secret-101"
 FAST = TimerConfig(t1=0.05, t2=0.4, t4=0.5)
@@ -200,11 +201,8 @@ async def answer(
     call = asyncio.ensure_future(
         caller.call(box_peer, "102", talk=seconds, auth_as=("101", password))
     )
-    await asyncio.wait_for(caller.answered.wait(), 20)
-    for _ in range(200):
-        if callee.counts["ACK"]:
-            break
-        await asyncio.sleep(0.01)
+    await wait_answered(caller, call)
+    await wait_for(lambda: callee.counts["ACK"] > 0, "the callee's ACK", timeout=10)
     return (
         call,
         ("127.0.0.1", sdp_port(caller.last_sdp)),
@@ -229,16 +227,9 @@ async def talk(
     """101 calls 102; both send their tone for ``seconds``; then 101 hangs up (or, with
     ``hang_up`` False, the call is left up and its future returned). The caller hangs up
     ``linger`` seconds after the tone."""
-    call = asyncio.ensure_future(
-        caller.call(box_peer, "102", talk=seconds + linger, auth_as=("101", password))
+    call, to_box_from_caller, to_box_from_callee = await answer(
+        box_peer, caller, callee, seconds=seconds + linger, password=password
     )
-    await asyncio.wait_for(caller.answered.wait(), 20)
-    for _ in range(200):
-        if callee.counts["ACK"]:
-            break
-        await asyncio.sleep(0.01)
-    to_box_from_caller = ("127.0.0.1", sdp_port(caller.last_sdp))
-    to_box_from_callee = ("127.0.0.1", sdp_port(callee.first_offer))
     start = asyncio.get_running_loop().time() + 0.05
     await asyncio.gather(
         send_rtp(caller_sock, to_box_from_caller, tone(caller_hz, seconds), 0x1111, start),
