@@ -21,7 +21,7 @@ import enum
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AlreadyExists",
     "Binding",
+    "BindingIndex",
     "BindingStore",
     "CallRecord",
     "CdrQuery",
@@ -489,44 +490,106 @@ class MemoryDirectory:
         return secret.ha1(algorithm)
 
 
+class BindingIndex:
+    """Bindings in memory by AoR then contact, in the orders :class:`BindingStore` promises
+    (str order is code point order, as SQLite's BINARY collation of UTF-8 text). No checks:
+    the stores built on it (:class:`MemoryBindingStore`, the SQLite write-behind, a
+    registrar worker's copy) add theirs."""
+
+    def __init__(self, bindings: Iterable[Binding] = ()) -> None:
+        self._index: dict[str, dict[str, Binding]] = {}  # aor -> contact -> binding
+        self._soonest = math.inf  # no binding expires before this: expire() skips its scan
+        for b in bindings:
+            self.put(b)
+
+    def has(self, aor: str, contact: str | None = None) -> bool:
+        contacts = self._index.get(aor)
+        return contacts is not None and (contact is None or contact in contacts)
+
+    def contacts(self, aor: str) -> builtins.list[str]:
+        return builtins.list(self._index.get(aor, ()))
+
+    def put(self, binding: Binding) -> None:
+        self._index.setdefault(binding.aor, {})[binding.contact] = binding
+        self._soonest = min(self._soonest, binding.expires_at)
+
+    def remove(self, aor: str, contact: str) -> bool:
+        contacts = self._index.get(aor)
+        if contacts is None or contact not in contacts:
+            return False
+        del contacts[contact]
+        if not contacts:
+            del self._index[aor]
+        return True
+
+    def remove_all(self, aor: str) -> builtins.list[str]:
+        """The contacts removed."""
+        return builtins.list(self._index.pop(aor, {}))
+
+    def list(self, aor: str, now: float | None = None) -> builtins.list[Binding]:
+        contacts = self._index.get(aor)
+        if not contacts:
+            return []
+        found = [contacts[c] for c in sorted(contacts)]
+        return found if now is None else [b for b in found if b.expires_at > now]
+
+    def all_active(self, now: float) -> builtins.list[Binding]:
+        return [
+            b
+            for aor in sorted(self._index)
+            for b in (self._index[aor][c] for c in sorted(self._index[aor]))
+            if b.expires_at > now
+        ]
+
+    def expired(self, now: float) -> builtins.list[Binding]:
+        """The bindings with ``expires_at <= now`` (left in place: see :meth:`drop`)."""
+        if now < self._soonest:
+            return []
+        return [b for b in self.all_active(-math.inf) if b.expires_at <= now]
+
+    def drop(self, bindings: Iterable[Binding]) -> None:
+        for b in bindings:
+            self.remove(b.aor, b.contact)
+        self._soonest = min(
+            (b.expires_at for c in self._index.values() for b in c.values()), default=math.inf
+        )
+
+    def expire(self, now: float) -> builtins.list[Binding]:
+        gone = self.expired(now)
+        if gone:
+            self.drop(gone)
+        return gone
+
+
 class MemoryBindingStore:
     """In-memory :class:`BindingStore`. With a directory, AORs must be its extensions and
     deleting an extension drops its bindings, as the SQLite store's foreign key does."""
 
     def __init__(self, directory: MemoryDirectory | None = None) -> None:
         self._directory = directory
-        self._bindings: dict[tuple[str, str], Binding] = {}
+        self._index = BindingIndex()
         if directory is not None:
             directory.on_delete.append(self.remove_all)
 
     def put(self, binding: Binding) -> None:
         if self._directory is not None and self._directory.get(binding.aor) is None:
             raise NotFound(binding.aor)
-        self._bindings[binding.aor, binding.contact] = binding
+        self._index.put(binding)
 
     def remove(self, aor: str, contact: str) -> bool:
-        return self._bindings.pop((aor, contact), None) is not None
+        return self._index.remove(aor, contact)
 
     def remove_all(self, aor: str) -> int:
-        keys = [key for key in self._bindings if key[0] == aor]
-        for key in keys:
-            del self._bindings[key]
-        return len(keys)
+        return len(self._index.remove_all(aor))
 
     def list(self, aor: str, now: float | None = None) -> builtins.list[Binding]:
-        return [b for b in self._sorted() if b.aor == aor and (now is None or b.active(now))]
+        return self._index.list(aor, now)
 
     def all_active(self, now: float) -> builtins.list[Binding]:
-        return [b for b in self._sorted() if b.active(now)]
+        return self._index.all_active(now)
 
     def expire(self, now: float) -> builtins.list[Binding]:
-        gone = [b for b in self._sorted() if not b.active(now)]
-        for b in gone:
-            del self._bindings[b.aor, b.contact]
-        return gone
-
-    def _sorted(self) -> builtins.list[Binding]:
-        return [self._bindings[key] for key in sorted(self._bindings)]
+        return self._index.expire(now)
 
 
 class MemoryCdr:

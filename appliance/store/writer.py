@@ -33,7 +33,7 @@ from typing import Generic, TypeVar
 
 from appliance.store.database import Database, StorageFailure
 from appliance.store.sqlite import SqliteBindingStore, SqliteCdr
-from pbx.store import Binding, CallRecord, CdrQuery, Directory, NotFound
+from pbx.store import Binding, BindingIndex, CallRecord, CdrQuery, Directory, NotFound
 
 __all__ = ["WriteBehindBindings", "WriteBehindCdr"]
 
@@ -305,12 +305,7 @@ class WriteBehindBindings(_BatchWriter[_Changes]):
     ) -> None:
         self._sql = SqliteBindingStore(database)
         self._directory = directory
-        self._index: dict[str, dict[str, Binding]] = {}  # aor -> contact -> binding
-        # No binding expires before this: expire() skips its scan until then.
-        self._soonest = math.inf
-        for b in self._sql.all_active(-math.inf):
-            self._index.setdefault(b.aor, {})[b.contact] = b
-            self._soonest = min(self._soonest, b.expires_at)
+        self._index = BindingIndex(self._sql.all_active(-math.inf))
         super().__init__(
             database,
             "binding",
@@ -325,73 +320,42 @@ class WriteBehindBindings(_BatchWriter[_Changes]):
 
     def put(self, binding: Binding) -> None:
         aor = binding.aor
-        if aor not in self._index and self._directory.get(aor) is None:
+        if not self._index.has(aor) and self._directory.get(aor) is None:
             raise NotFound(aor)
         with self._lock:
             self._enqueue(((aor, binding.contact, binding),))
-            self._index.setdefault(aor, {})[binding.contact] = binding
-            self._soonest = min(self._soonest, binding.expires_at)
+            self._index.put(binding)
 
     def remove(self, aor: str, contact: str) -> bool:
         with self._lock:
-            contacts = self._index.get(aor)
-            if contacts is None or contact not in contacts:
-                return False  # the index mirrors the table: nothing to delete there either
-            self._enqueue(((aor, contact, None),))
-            del contacts[contact]
-            if not contacts:
-                del self._index[aor]
-            return True
+            # The index mirrors the table: what it lacks needs no delete there either.
+            if not self._index.has(aor, contact):
+                return False
+            self._enqueue(((aor, contact, None),))  # first: a full queue changes nothing
+            return self._index.remove(aor, contact)
 
     def remove_all(self, aor: str) -> int:
         with self._lock:
-            contacts = self._index.get(aor)
-            if not contacts:
-                return 0
-            self._enqueue(tuple((aor, contact, None) for contact in contacts))
-            del self._index[aor]
+            contacts = self._index.contacts(aor)
+            if contacts:
+                self._enqueue(tuple((aor, contact, None) for contact in contacts))
+                self._index.remove_all(aor)
             return len(contacts)
 
     def list(self, aor: str, now: float | None = None) -> builtins.list[Binding]:
         with self._lock:
-            contacts = self._index.get(aor)
-            if not contacts:
-                return []
-            found = [contacts[c] for c in sorted(contacts)]
-        return found if now is None else [b for b in found if b.expires_at > now]
+            return self._index.list(aor, now)
 
     def all_active(self, now: float) -> builtins.list[Binding]:
-        # str order is code point order, as SQLite's BINARY collation of UTF-8 text.
         with self._lock:
-            return [
-                b
-                for aor in sorted(self._index)
-                for b in (self._index[aor][c] for c in sorted(self._index[aor]))
-                if b.expires_at > now
-            ]
+            return self._index.all_active(now)
 
     def expire(self, now: float) -> builtins.list[Binding]:
         with self._lock:
-            if now < self._soonest:
-                return []
-            gone: builtins.list[Binding] = []
-            soonest = math.inf
-            for aor in sorted(self._index):
-                contacts = self._index[aor]
-                for contact in sorted(contacts):
-                    b = contacts[contact]
-                    if b.expires_at <= now:
-                        gone.append(b)
-                    else:
-                        soonest = min(soonest, b.expires_at)
+            gone = self._index.expired(now)
             if gone:
                 self._enqueue(tuple((b.aor, b.contact, None) for b in gone))
-                for b in gone:
-                    contacts = self._index[b.aor]
-                    del contacts[b.contact]
-                    if not contacts:
-                        del self._index[b.aor]
-            self._soonest = soonest
+                self._index.drop(gone)
             return gone
 
     # --- the thread
