@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds a child process may stay silent before it is restarted",
     )
     part = sub.add_parser("part", help=argparse.SUPPRESS)
-    part.add_argument("name", choices=("core", "manager"))
+    part.add_argument("name", choices=("core", "manager", "registrar-worker"))
     sub.add_parser("version", help="print the version")
     run.add_argument(
         "--record",

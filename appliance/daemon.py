@@ -318,6 +318,7 @@ async def _core_main(options: RunOptions) -> int:
     from appliance.config_doc import desired_sip_settings  # noqa: PLC0415
     from appliance.recordings import start_box_recording  # noqa: PLC0415
     from appliance.service.corectl import CoreControlServer  # noqa: PLC0415
+    from appliance.service.registrar_worker import worker_spawner  # noqa: PLC0415
     from appliance.store import open_store  # noqa: PLC0415
     from pbx.recording.service import RecordingSettings  # noqa: PLC0415
     from pbx.runtime import tune_gc  # noqa: PLC0415
@@ -346,8 +347,14 @@ async def _core_main(options: RunOptions) -> int:
         store,
         secret_file(data / "nonce.key", secrets.token_bytes(32)),
         recording.recorder,
+        spawn_worker=worker_spawner(settings, data, log_format=options.log_format),
     )
-    control = CoreControlServer(core.calls, Path(options.runtime_dir) / "core.sock", store)
+    control = CoreControlServer(
+        core.calls,
+        Path(options.runtime_dir) / "core.sock",
+        store,
+        on_directory=core.pool.directory_changed if core.pool is not None else None,
+    )
     try:
         await core.start()
         retention = asyncio.create_task(recording.run_retention())
@@ -463,12 +470,16 @@ def run_part(name: str) -> int:
     """A child of ``edgepbx run`` (``edgepbx part core|manager``, not for humans)."""
     from pbx.transport import install_best_loop  # noqa: PLC0415
 
-    options = RunOptions.from_env()
-    setup_logging(style=options.log_format)
     # Ctrl-C in a terminal reaches the whole process group: only the supervisor acts on it,
     # and stops its children in order with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     install_best_loop()
+    if name == "registrar-worker":  # a child of the core, told what to do by the core
+        from appliance.service.registrar_worker import registrar_worker_main  # noqa: PLC0415
+
+        return asyncio.run(registrar_worker_main())
+    options = RunOptions.from_env()
+    setup_logging(style=options.log_format)
     main = {"core": _core_main, "manager": _manager_main}[name]
     try:
         return asyncio.run(main(options))

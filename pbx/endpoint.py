@@ -97,8 +97,14 @@ class SipEndpoint:
                 transport = await TcpTransport.listen(
                     self, spec.host, spec.port, self._options, ssl=spec.ssl
                 )
-            self.transports.add(transport)
-            self._own_ports.add(transport.local_address[1])
+            self.adopt(transport)
+
+    def adopt(self, transport: Transport) -> None:
+        """Send (and receive, if it delivers to this endpoint) through ``transport``, one
+        made elsewhere: a registrar worker's share of the core's UDP socket."""
+        self._loop = self._loop or asyncio.get_running_loop()
+        self.transports.add(transport)
+        self._own_ports.add(transport.local_address[1])
 
     async def close(self) -> None:
         if self._timer is not None:

@@ -10,20 +10,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 from pbx.b2bua import CallManager, CallSettings
 from pbx.endpoint import Listen, SipEndpoint
 from pbx.media.relay import MediaRelay
 from pbx.recording.service import CallRecorder
 from pbx.registrar import Authenticator, Registrar, RegistrarJobs
+from pbx.registrar_workers import RegistrarPool, SpawnWorker
 from pbx.settings import SipSettings
 from pbx.sip.dialog import DialogTable, new_tag
 from pbx.sip.events import Event, RequestReceived
 from pbx.sip.message import make_response
 from pbx.sip.uas import Capabilities, check_request, options_response
-from pbx.store import Store
+from pbx.store import BindingStore, Directory, Store
+from pbx.transport.udp import UdpTransport
 
 log = logging.getLogger(__name__)
+
+
+def build_registrar(
+    settings: SipSettings, directory: Directory, bindings: BindingStore, nonce_key: bytes
+) -> Registrar:
+    """The registrar (and its authenticator) of the core, and of each registrar worker."""
+    auth = Authenticator(
+        directory, settings.domain, nonce_key, algorithms=settings.digest_algorithms
+    )
+    return Registrar(directory, bindings, auth)
 
 
 class SipCore:
@@ -35,6 +48,7 @@ class SipCore:
         store: Store,
         nonce_key: bytes,
         recorder: CallRecorder | None = None,
+        spawn_worker: SpawnWorker | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -42,10 +56,17 @@ class SipCore:
         self.endpoint = SipEndpoint(
             self, timers=settings.timers, advertised_host=settings.advertised_host
         )
-        self.auth = Authenticator(
-            store.directory, settings.domain, nonce_key, algorithms=settings.digest_algorithms
+        # REGISTERs over UDP go to worker processes when there are any (the composition
+        # root knows how to start one); the core's registrar answers the rest.
+        count = settings.worker_count if spawn_worker is not None else 0
+        self.pool = (
+            RegistrarPool(count, spawn_worker, store.bindings)
+            if spawn_worker is not None and count
+            else None
         )
-        self.registrar = Registrar(store.directory, store.bindings, self.auth)
+        bindings = self.pool.bindings if self.pool is not None else store.bindings
+        self.registrar = build_registrar(settings, store.directory, bindings, nonce_key)
+        self.auth = self.registrar.authenticator
         self.relay = MediaRelay(
             settings.media_host,
             (settings.rtp_port_min, settings.rtp_port_max),
@@ -73,10 +94,15 @@ class SipCore:
     async def start(self) -> None:
         s = self.settings
         await self.endpoint.start(Listen(t, s.host, s.port) for t in s.transports)
+        if self.pool is not None:
+            udp = next(t for t in self.endpoint.transports.transports if t.name == "UDP")
+            await self.pool.start(cast(UdpTransport, udp))
         self._jobs = asyncio.create_task(RegistrarJobs(self.registrar, self.endpoint).run())
 
     async def close(self) -> None:
         await self.calls.close()
+        if self.pool is not None:
+            await self.pool.close()
         if self._jobs is not None:
             self._jobs.cancel()
         await self.relay.close()  # closes the recorders' taps: they finalize their files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -36,6 +37,18 @@ class SipSettings(BaseModel):
     rtp_port_max: int = Field(29999, ge=1025, le=65535)
     media_timeout: float = Field(60.0, gt=0)  # hang up a call whose media died this long ago
     max_calls: int = Field(1000, ge=1)
+    # REGISTER over UDP is handled in this many child processes (pbx.registrar_workers), so
+    # registrations use more than one core; 0 keeps them in the core process. None: one per
+    # CPU (at most 4), none on a single CPU.
+    registrar_workers: int | None = Field(None, ge=0, le=16)
+
+    @property
+    def worker_count(self) -> int:
+        """``registrar_workers`` with ``None`` resolved for this machine."""
+        if self.registrar_workers is not None:
+            return self.registrar_workers
+        cpus = os.cpu_count() or 1
+        return 0 if cpus < 2 else min(cpus, 4)
 
     @property
     def timers(self) -> TimerConfig:

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,16 @@ def call_views(manager: CallManager) -> list[dict[str, Any]]:
 
 
 class CoreControlServer:
-    def __init__(self, manager: CallManager, path: Path, store: SqliteStore | None = None) -> None:
+    def __init__(
+        self,
+        manager: CallManager,
+        path: Path,
+        store: SqliteStore | None = None,
+        *,
+        on_directory: Callable[[list[str]], None] | None = None,
+    ) -> None:
         self.manager, self.path, self.store = manager, path, store
+        self.on_directory = on_directory  # also tells the registrar workers
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -111,9 +120,12 @@ class CoreControlServer:
             directory = self.store.directory
             directory.invalidate()
             on_delete = getattr(directory, "on_delete", None)
-            for number in request.get("deleted", []):
-                if callable(on_delete) and isinstance(number, str):
+            deleted = [n for n in request.get("deleted", []) if isinstance(n, str)]
+            for number in deleted:
+                if callable(on_delete):
                     on_delete(number)
+            if self.on_directory is not None:
+                self.on_directory(deleted)
             return {"ok": True}
         return {"error": f"unknown op {str(op)[:40]!r} or missing field 'call_id'"}
 

@@ -222,11 +222,26 @@ class HookPart:
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM if edgepbx run dies (e.g. SIGKILL outside systemd),
-    so no orphan keeps the SIP ports."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _resolve_prctl() -> Callable[..., int] | None:
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+# Resolved here, not in the child: after fork only the calling thread exists, and a dlopen
+# there could wait forever on a lock another thread held at the fork.
+_PRCTL = _resolve_prctl()
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` of every child of ours: SIGTERM when the parent dies (e.g. SIGKILL
+    outside systemd), so no orphan keeps the SIP ports or fights the next box over the
+    database. (Linux ties this to the thread that forked: the event loop's thread, which
+    lives as long as the parent.)"""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ChildPart:
@@ -295,7 +310,7 @@ class ChildPart:
         # Its own session: a terminal's Ctrl-C (or a signal to our process group) reaches
         # only the supervisor, which stops the children in order.
         self.process = await asyncio.create_subprocess_exec(
-            *self.argv, env=env, preexec_fn=_die_with_parent, start_new_session=True
+            *self.argv, env=env, preexec_fn=die_with_parent, start_new_session=True
         )
         exited = asyncio.ensure_future(self.process.wait())
         ready = asyncio.ensure_future(self._ready.wait())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from appliance.alarms import Alarm
 from appliance.files import write_private
+from appliance.service.supervisor import die_with_parent
 from appliance.sync.config import (
     SHUTDOWN_SYNC_SECONDS,
     RuntimePaths,
@@ -48,34 +48,12 @@ __all__ = ["SyncError", "SyncService", "read_status"]
 
 log = logging.getLogger("edgepbx.sync")
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes with the terminating NUL; keep a margin
-_PR_SET_PDEATHSIG = 1
 _ERROR_MAX = 500  # characters of a Litestream error kept for the status
 _READY_SECONDS = 5.0  # how long start() waits for the control socket of a new Litestream
 
 
 class SyncError(Exception):
     """A forced sync did not complete (Litestream not running, or the target unreachable)."""
-
-
-def _resolve_prctl() -> Callable[..., int] | None:
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
-# Resolved here, not in the child: after fork only the calling thread exists, and a dlopen
-# there could wait forever on a lock another thread held at the fork.
-_PRCTL = _resolve_prctl()
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when edgepbx dies, so a killed box leaves no
-    Litestream behind to fight the next one over the same database. (Linux ties this to
-    the thread that forked: the event loop's thread, which lives as long as the service.)"""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class SyncService:
@@ -210,7 +188,7 @@ class SyncService:
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.STDOUT,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                     # Its own session: a Ctrl-C on the terminal reaches edgepbx only, which
                     # stops Litestream in order (after the store's last commits).
                     start_new_session=True,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from typing import Protocol, cast
 
 from pbx.sip.events import Peer, Transmit
@@ -47,6 +48,9 @@ class UdpTransport(asyncio.DatagramProtocol):
         self._transport: _DatagramSocket | None = None
         self._local: tuple[str, int] = ("", 0)
         self.stats = TransportStats()
+        # Sees each datagram first; True means it took it (pbx.registrar_workers hands
+        # REGISTERs to other processes this way). None: everything is parsed here.
+        self.divert: Callable[[bytes, Peer], bool] | None = None
 
     @classmethod
     async def listen(
@@ -81,6 +85,8 @@ class UdpTransport(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | bytes | int, ...]) -> None:
         source = Peer("UDP", source_host(str(addr[0])), int(addr[1]))
+        if self.divert is not None and self.divert(data, source):
+            return
         answer = receive_datagram(data, source, self._sink, self.stats, self._options.limits)
         if answer is not None:
             # A stateless error goes back where the request came from; good enough for a 400.
@@ -99,6 +105,12 @@ class UdpTransport(asyncio.DatagramProtocol):
     @property
     def local_address(self) -> tuple[str, int]:
         return self._local
+
+    def fileno(self) -> int:
+        """The socket's descriptor, to share it with a worker process that sends from it."""
+        if self._transport is None:
+            raise SendFailed("the UDP socket is not open")
+        return int(cast(asyncio.BaseTransport, self._transport).get_extra_info("socket").fileno())
 
     def owns(self, connection: int) -> bool:
         return False

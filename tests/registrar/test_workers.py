@@ -1,0 +1,295 @@
+"""Registrar workers (pbx/registrar_workers.py): REGISTERs over UDP answered by child
+processes of the core.
+
+The quick look at the To header is checked against the real parser (Hypothesis); the pool
+runs real worker processes (``edgepbx part registrar-worker``) on a real SQLite data folder,
+driven by SIPp and by a scripted phone over a UDP socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from support.phone import Phone
+from support.sipp import run_sipp, sipp_available, write_users_csv
+from support.wait import wait_for
+
+from appliance.service.registrar_worker import worker_spawner
+from appliance.store import SqliteStore, open_store
+from pbx.registrar_workers import aor_of, decode_datagram, encode_datagram, shard_of
+from pbx.service import SipCore
+from pbx.settings import SipSettings
+from pbx.sip import Response, parse
+from pbx.sip.events import Peer
+from pbx.store import Binding, Extension
+
+DOMAIN = "edgepbx.local"
+PASSWORD = "w0rker-Pw"
+USERS = [str(n) for n in range(3000, 3040)]
+KEY = b"worker-test-nonce-key-0123456789"
+
+
+# ------------------------------------------------------------------------------ the quick look
+
+_user = st.text(alphabet="0123456789abcXYZ-_.!~*'()&=+$,", min_size=1, max_size=12)
+_quoted = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters='"\\'),
+    max_size=20,
+)
+
+
+@given(
+    user=_user,
+    name=st.sampled_from(["To", "to", "TO", "t"]),
+    display=st.one_of(
+        st.just(""),
+        _quoted.map(lambda t: f'"{t}" '),
+        st.just('"sip:9999@evil.example" '),
+        st.just("Alice "),
+    ),
+    escaped=st.booleans(),
+    params=st.sampled_from(["", ";tag=abc", ";x=y;tag=1"]),
+    space=st.sampled_from(["", " ", "\t"]),
+)
+def test_the_quick_look_finds_the_parsers_aor(
+    user: str, name: str, display: str, escaped: bool, params: str, space: str
+) -> None:
+    spelled = "".join(f"%{ord(c):02X}" if escaped and c.isdigit() else c for c in user)
+    to = f"{display}<sip:{spelled}@{DOMAIN}>{params}"
+    data = (
+        f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1\r\n"
+        "Max-Forwards: 70\r\n"
+        f'From: "To: sip:8888@x" <sip:{spelled}@{DOMAIN}>;tag=1\r\n'
+        f"{name}{space}:{space}{to}\r\n"
+        "Call-ID: a@b\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    request = parse(data)
+    assert aor_of(data) == request.to.uri.user_unescaped == user  # type: ignore[union-attr]
+
+
+def test_the_quick_look_gives_up_rather_than_guess() -> None:
+    folded = b"REGISTER sip:x SIP/2.0\r\nTo:\r\n <sip:100@x>\r\nCall-ID: a\r\n\r\n"
+    assert aor_of(folded) is None  # the core parses it itself
+    assert aor_of(b"REGISTER sip:x SIP/2.0\r\nCall-ID: a\r\n\r\n") is None
+    body_only = b"REGISTER sip:x SIP/2.0\r\nCall-ID: a\r\n\r\nTo: <sip:100@x>\r\n"
+    assert aor_of(body_only) is None  # a To in the body is not a header
+
+
+@given(
+    host=st.sampled_from(["127.0.0.1", "::1", "fe80::1", "192.168.100.200"]),
+    port=st.integers(0, 65535),
+    data=st.binary(max_size=300),
+)
+def test_a_datagram_crosses_the_channel_unchanged(host: str, port: int, data: bytes) -> None:
+    assert decode_datagram(encode_datagram(Peer("UDP", host, port), data)) == (
+        Peer("UDP", host, port),
+        data,
+    )
+
+
+def test_shards_are_stable_and_spread() -> None:
+    shards = [shard_of(str(n), 2) for n in range(1000, 1100)]
+    assert shards == [shard_of(str(n), 2) for n in range(1000, 1100)]
+    assert 30 < shards.count(0) < 70  # crc32 spreads extension numbers
+    assert {shard_of(str(n), 3) for n in range(100)} == {0, 1, 2}
+
+
+# ------------------------------------------------------------------------------ a core with workers
+
+
+@pytest.fixture
+async def core(tmp_path: Path) -> AsyncIterator[tuple[SipCore, SqliteStore]]:
+    data = tmp_path / "data"
+    store = open_store(data, write_behind=True)
+    for number in USERS:
+        store.directory.create(Extension(number))
+        store.directory.set_password(number, PASSWORD, DOMAIN)
+    (data / "nonce.key").write_bytes(KEY)
+    settings = SipSettings(host="127.0.0.1", port=0, transports=("UDP",), registrar_workers=2)
+    box = SipCore(settings, store, KEY, spawn_worker=worker_spawner(settings, data))
+    await box.start()
+    try:
+        assert box.pool is not None
+        await wait_for(lambda: box.pool is not None and box.pool.workers_up == 2, timeout=20)
+        yield box, store
+    finally:
+        await box.close()
+        store.close()
+
+
+class UdpPhone:
+    """A scripted phone (tests/support/phone.py) on a real UDP socket."""
+
+    def __init__(self, number: str, password: str = PASSWORD) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(5)
+        port = self.sock.getsockname()[1]
+        self.phone = Phone(number, password, domain=DOMAIN, host="127.0.0.1", port=port)
+
+    async def ask(self, target: tuple[str, int], **register: object) -> Response:
+        """REGISTER, answer the challenge, return the final response (in a thread: the
+        core runs on this test's loop)."""
+        return await asyncio.to_thread(self._ask, target, **register)
+
+    def _ask(self, target: tuple[str, int], **register: object) -> Response:
+        self.sock.sendto(bytes(self.phone.register(authorize=False, **register)), target)  # type: ignore[arg-type]
+        challenge = self._answer()
+        if challenge.status != 401:
+            return challenge
+        request = self.phone.register(challenge=challenge, **register)  # type: ignore[arg-type]
+        self.sock.sendto(bytes(request), target)
+        return self._answer()
+
+    def _answer(self) -> Response:
+        message = parse(self.sock.recv(65535))
+        assert isinstance(message, Response)
+        return message
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def contacts_of(response: Response) -> list[str]:
+    return [str(a.uri) for a in response.contacts]
+
+
+@pytest.mark.skipif(not sipp_available(), reason="sipp is not installed")
+async def test_sipp_registers_through_the_workers_and_the_core_knows(
+    core: tuple[SipCore, SqliteStore], tmp_path: Path
+) -> None:
+    box, store = core
+    assert box.pool is not None
+    udp = next(t for t in box.endpoint.transports.transports if t.name == "UDP")
+    port = box.endpoint.local("UDP")[1]
+    csv = write_users_csv(tmp_path / "users.csv", USERS, password=PASSWORD)
+    result = await asyncio.to_thread(
+        run_sipp,
+        f"127.0.0.1:{port}",
+        scenario="register_auth",
+        workdir=tmp_path,
+        inf=csv,
+        calls=len(USERS),
+        rate=100,
+        timeout_s=40,
+    )
+    assert result.successful == len(USERS) and result.failed == 0, result.describe()
+    assert udp.stats.received == 0  # not one REGISTER parsed in the core's process
+    # The workers' changes reach the core's store, where calls look bindings up.
+    await wait_for(lambda: len(store.bindings.all_active(time.time())) == len(USERS))
+    assert [b.aor for b in box.registrar.lookup("3007", time.time())] == ["3007"]
+    # Both workers took their share: each AoR's shard.
+    assert {shard_of(u, 2) for u in USERS} == {0, 1}
+    store.bindings.flush()  # type: ignore[attr-defined]
+    assert len(store.bindings.all_active(time.time())) == len(USERS)
+
+
+async def test_a_worker_answers_with_every_binding_of_the_aor_and_the_cores_changes(
+    core: tuple[SipCore, SqliteStore],
+) -> None:
+    box, _store = core
+    target = box.endpoint.local("UDP")
+    desk, soft = UdpPhone("3001"), UdpPhone("3001")
+    try:
+        assert (await desk.ask(target)).status == 200
+        answer = await soft.ask(target)
+        assert answer.status == 200
+        assert sorted(contacts_of(answer)) == sorted([desk.phone.contact, soft.phone.contact])
+        # The core drops one (as a failed keep-alive does): the worker's copy follows.
+        assert box.registrar.bindings.remove("3001", desk.phone.contact)
+        await asyncio.sleep(0.2)
+        assert contacts_of(await soft.ask(target)) == [soft.phone.contact]
+    finally:
+        desk.close()
+        soft.close()
+
+
+async def test_a_killed_worker_is_replaced_and_gets_its_bindings_back(
+    core: tuple[SipCore, SqliteStore],
+) -> None:
+    box, _store = core
+    assert box.pool is not None
+    target = box.endpoint.local("UDP")
+    phones = [UdpPhone(n) for n in ("3001", "3002", "3003", "3004")]
+    try:
+        for p in phones:
+            assert (await p.ask(target)).status == 200
+        victim = box.pool.pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        await wait_for(lambda: box.pool is not None and box.pool.workers_up == 1)
+        # Meanwhile the core answers that shard itself.
+        for p in phones:
+            assert (await p.ask(target)).status == 200
+        await wait_for(
+            lambda: (
+                box.pool is not None and box.pool.workers_up == 2 and victim not in box.pool.pids()
+            ),
+            timeout=20,
+        )
+        # The new worker got the core's bindings: a second phone sees the first one's.
+        for p in phones:
+            other = UdpPhone(p.phone.number)
+            try:
+                answer = await other.ask(target)
+                assert sorted(contacts_of(answer)) == sorted([p.phone.contact, other.phone.contact])
+            finally:
+                other.close()
+    finally:
+        for p in phones:
+            p.close()
+
+
+async def test_a_password_change_reaches_the_workers(
+    core: tuple[SipCore, SqliteStore],
+) -> None:
+    box, store = core
+    assert box.pool is not None
+    target = box.endpoint.local("UDP")
+    old, new = UdpPhone("3005"), UdpPhone("3005", "n3w-Password")
+    try:
+        assert (await old.ask(target)).status == 200
+        store.directory.set_password("3005", "n3w-Password", DOMAIN)
+        box.pool.directory_changed()
+        await asyncio.sleep(0.2)
+        assert (await new.ask(target)).status == 200
+        assert (await old.ask(target)).status == 403
+    finally:
+        old.close()
+        new.close()
+
+
+async def test_the_workers_snapshot_and_deleted_extensions(
+    core: tuple[SipCore, SqliteStore],
+) -> None:
+    box, store = core
+    assert box.pool is not None
+    target = box.endpoint.local("UDP")
+    now = time.time()
+    # A binding the core holds (loaded from SQLite at start, or put by it) is the worker's too.
+    box.registrar.bindings.put(
+        Binding("3010", "sip:3010@127.0.0.9:5062", now + 600, "c", 1, "UDP", "127.0.0.9", 5062, now)
+    )
+    await asyncio.sleep(0.2)
+    phone = UdpPhone("3010")
+    try:
+        answer = await phone.ask(target)
+        assert sorted(contacts_of(answer)) == sorted(
+            ["sip:3010@127.0.0.9:5062", phone.phone.contact]
+        )
+        # Deleted: the core forgets it (the API's path) and so does the worker.
+        assert store.directory.delete("3010")
+        box.pool.directory_changed(["3010"])
+        await asyncio.sleep(0.2)
+        assert (await phone.ask(target)).status in (403, 404)
+    finally:
+        phone.close()
