@@ -6,7 +6,8 @@
   :func:`put_binding` adds a registration (a SIPp UAS cannot REGISTER by itself).
 * :class:`BoxProcess` runs ``edgepbx run --host --port --data [--rtp-ports]`` in its own
   session and waits for its start-up banner. ``edgepbx run`` supervises the SIP core as a
-  child process (appliance/daemon.py): CPU, memory and profiles are taken from that child.
+  child process (appliance/daemon.py): CPU is that child's with its registrar workers',
+  memory and profiles are the core's.
 * :func:`py_spy` samples the box for a few seconds (``py-spy record -f raw``) and
   :func:`top_frames` condenses the collapsed stacks into self and inclusive shares.
 """
@@ -113,6 +114,15 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (none once it is gone)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found.extend(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
 def process_rss_mb(pid: int) -> float:
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -193,11 +203,10 @@ class BoxProcess:
         until the child is found."""
         root = self.pid
         with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{root}/task").iterdir():
-                for child in (task / "children").read_text().split():
-                    cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-                    if b"part" in cmdline and b"core" in cmdline:
-                        return int(child)
+            for child in children(root):
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+                if b"part" in cmdline and b"core" in cmdline:
+                    return child
         return root
 
     def start(self, timeout_s: float = 30.0) -> Self:
@@ -246,7 +255,11 @@ class BoxProcess:
         self.banner = out.decode(errors="replace")
 
     def cpu_seconds(self) -> float:
-        return process_cpu(self.core_pid) if self._proc is not None else 0.0
+        """The SIP core's CPU with its registrar workers' (its children)."""
+        if self._proc is None:
+            return 0.0
+        core = self.core_pid
+        return process_cpu(core) + sum(process_cpu(pid) for pid in children(core))
 
     def rss_mb(self) -> float:
         return process_rss_mb(self.core_pid) if self._proc is not None else 0.0
