@@ -73,12 +73,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Message kinds. Core -> worker: DATAGRAM, PUT, REMOVE, DIRECTORY. Worker -> core: HELLO,
-# PUT, REMOVE.
+# PUT, REMOVE, FAILED.
 DATAGRAM = b"D"  # + source port (2 bytes) + host length (1 byte) + host + the datagram
 PUT = b"P"  # + pickled list of Binding
 REMOVE = b"R"  # + pickled list of (aor, contact or None for all of the AoR's)
 DIRECTORY = b"I"  # + pickled list of deleted extension numbers (the others may have changed)
 HELLO = b"H"  # the worker is ready
+FAILED = b"F"  # + the address of a source that failed authentication (for the door guard)
 
 SNAPSHOT_CHUNK = 200  # bindings per PUT message when a worker starts (about 30 KB)
 MAX_MESSAGE = 1 << 17  # a datagram (64 KiB at most) with its header, or a snapshot chunk
@@ -268,10 +269,17 @@ class RegistrarPool:
     about the core's own changes) to the core's registrar and jobs instead of it.
     """
 
-    def __init__(self, count: int, spawn: SpawnWorker, store: BindingStore) -> None:
+    def __init__(
+        self,
+        count: int,
+        spawn: SpawnWorker,
+        store: BindingStore,
+        on_failed: Callable[[str], None] = lambda host: None,
+    ) -> None:
         if count < 1:
             raise ValueError("a pool needs at least one worker")
         self.count = count
+        self.on_failed = on_failed  # a worker refused a source's credentials
         self.store = store
         self.bindings = SharedBindings(store, self)
         self._spawn = spawn
@@ -288,15 +296,13 @@ class RegistrarPool:
         return [w.process.pid for w in self._workers if w.process is not None]
 
     async def start(self, udp: UdpTransport) -> None:
-        """Start the workers and divert ``udp``'s REGISTERs to them (each as it says hello)."""
+        """Start the workers, which share ``udp``'s socket; :meth:`divert` (the core hooks it
+        to ``udp``) passes them their REGISTERs once each has said hello."""
         self._udp = udp
-        udp.divert = self.divert
         for worker in self._workers:
             self._tasks.append(asyncio.create_task(self._keep(worker)))
 
     async def close(self) -> None:
-        if self._udp is not None:
-            self._udp.divert = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -337,6 +343,8 @@ class RegistrarPool:
         if kind == HELLO:
             worker.up = True
             log.info("registrar worker %d up: pid=%s", worker.index, _pid(worker))
+        elif kind == FAILED:
+            self.on_failed(message[1:].decode())
         elif kind in (PUT, REMOVE):
             for aor in _apply(self.store, message):
                 # A REGISTER that reached the wrong worker (a To the quick look misread):
@@ -607,5 +615,7 @@ class RegistrarWorker:
             answer = check_request(request, self.caps, new_tag()) or self.registrar.handle(
                 request, event.source, self._clock()
             )
+            if answer.status == 403:  # credentials refused: the core's guard counts them
+                self._send(FAILED + event.source.host.encode())
         if answer is not None:
             self.endpoint.send_response(key, answer)

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import cast
+import time
 
 from pbx.b2bua import CallManager, CallSettings
 from pbx.endpoint import Listen, SipEndpoint
+from pbx.guard import Guard
 from pbx.media.relay import MediaRelay
 from pbx.recording.service import CallRecorder
 from pbx.registrar import Authenticator, Registrar, RegistrarJobs
 from pbx.registrar_workers import RegistrarPool, SpawnWorker
 from pbx.settings import SipSettings
 from pbx.sip.dialog import DialogTable, new_tag
-from pbx.sip.events import Event, RequestReceived
+from pbx.sip.events import Event, Peer, RequestReceived
 from pbx.sip.message import make_response
 from pbx.sip.uas import Capabilities, check_request, options_response
 from pbx.store import BindingStore, Directory, Store
@@ -58,9 +59,10 @@ class SipCore:
         )
         # REGISTERs over UDP go to worker processes when there are any (the composition
         # root knows how to start one); the core's registrar answers the rest.
+        self.guard = Guard(settings.guard)
         count = settings.worker_count if spawn_worker is not None else 0
         self.pool = (
-            RegistrarPool(count, spawn_worker, store.bindings)
+            RegistrarPool(count, spawn_worker, store.bindings, self._failed)
             if spawn_worker is not None and count
             else None
         )
@@ -94,9 +96,11 @@ class SipCore:
     async def start(self) -> None:
         s = self.settings
         await self.endpoint.start(Listen(t, s.host, s.port) for t in s.transports)
-        if self.pool is not None:
-            udp = next(t for t in self.endpoint.transports.transports if t.name == "UDP")
-            await self.pool.start(cast(UdpTransport, udp))
+        for transport in self.endpoint.transports.transports:
+            if isinstance(transport, UdpTransport):
+                transport.divert = self._screen
+                if self.pool is not None:
+                    await self.pool.start(transport)
         self._jobs = asyncio.create_task(RegistrarJobs(self.registrar, self.endpoint).run())
 
     async def close(self) -> None:
@@ -113,10 +117,21 @@ class SipCore:
     def _now(self) -> float:
         return self.calls.clock()
 
+    def _screen(self, data: bytes, source: Peer) -> bool:
+        """Every UDP datagram, before parsing: True if it was dropped or passed on."""
+        if not self.guard.allows(source.host, time.monotonic()):
+            return True
+        return self.pool is not None and self.pool.divert(data, source)
+
+    def _failed(self, host: str) -> None:
+        self.guard.failed(host, time.monotonic())
+
     def on_event(self, event: Event) -> None:
         if self.calls.on_event(event) or not isinstance(event, RequestReceived):
             return
         request, key, source = event.request, event.key, event.source
+        if source.transport != "UDP" and not self.guard.allows(source.host, time.monotonic()):
+            return  # streams are screened here (UDP before parsing, in _screen)
         if request.to.tag:
             answer = DialogTable.unknown_dialog_response(request)
             if answer is not None:
@@ -140,4 +155,6 @@ class SipCore:
                 answer = make_response(
                     request, 405, to_tag=tag, extra=[("Allow", self.caps.allow_header())]
                 )
+        if answer.status == 403 and request.method in ("REGISTER", "INVITE"):
+            self._failed(source.host)  # credentials refused
         self.endpoint.send_response(key, answer)

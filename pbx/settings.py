@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from ipaddress import IPv4Network, IPv6Network
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, model_validator
 
+from pbx.guard import GuardSettings
 from pbx.sip.timers import TimerConfig
 
 
@@ -41,6 +43,25 @@ class SipSettings(BaseModel):
     # registrations use more than one core; 0 keeps them in the core process. None: one per
     # CPU (at most 4), none on a single CPU.
     registrar_workers: int | None = Field(None, ge=0, le=16)
+    # The door guard (pbx/guard.py): a source address that fails authentication
+    # ban_after_failures times in a minute, or sends more than max_requests_per_second, is
+    # dropped for ban_seconds. Sources in trusted_networks are never limited.
+    ban_after_failures: int = Field(10, ge=1)
+    ban_seconds: float = Field(600.0, gt=0)
+    max_requests_per_second: float = Field(200.0, gt=0)
+    trusted_networks: tuple[IPvAnyNetwork, ...] = (
+        IPv4Network("127.0.0.0/8"),
+        IPv6Network("::1/128"),
+    )
+
+    @property
+    def guard(self) -> GuardSettings:
+        return GuardSettings(
+            max_failures=self.ban_after_failures,
+            ban_seconds=self.ban_seconds,
+            max_rate=self.max_requests_per_second,
+            trusted=tuple(str(n) for n in self.trusted_networks),
+        )
 
     @property
     def worker_count(self) -> int:
