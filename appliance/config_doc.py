@@ -11,7 +11,7 @@ import json
 import sqlite3
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator
 from pydantic.config import JsonDict
 
 from appliance.store.database import Database
@@ -56,6 +56,19 @@ class SipConfig(StrictModel):
     rtp_port_max: int = Field(29999, ge=1025, le=65535)
     max_calls: int = Field(1000, ge=1, le=100000)
     media_timeout: float = Field(60.0, gt=0, le=3600)
+    registrar_workers: int | None = Field(
+        None, ge=0, le=16, description="REGISTER worker processes; null: one per CPU (max 4)"
+    )
+    ban_after_failures: int = Field(
+        10, ge=1, le=1000, description="failed authentications in a minute that ban a source"
+    )
+    ban_seconds: float = Field(600.0, gt=0, le=7 * 86400)
+    max_requests_per_second: float = Field(200.0, gt=0, le=100000, description="per source")
+    trusted_networks: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: list(SipSettings().trusted_networks),
+        max_length=64,
+        description="sources never rate limited or banned",
+    )
 
     @field_validator("domain")
     @classmethod
@@ -80,6 +93,11 @@ class SipConfig(StrictModel):
             rtp_port_max=s.rtp_port_max,
             max_calls=s.max_calls,
             media_timeout=s.media_timeout,
+            registrar_workers=s.registrar_workers,
+            ban_after_failures=s.ban_after_failures,
+            ban_seconds=s.ban_seconds,
+            max_requests_per_second=s.max_requests_per_second,
+            trusted_networks=list(s.trusted_networks),
         )
 
     def to_settings(self, base: SipSettings) -> SipSettings:
@@ -94,6 +112,11 @@ class SipConfig(StrictModel):
                 "rtp_port_max": self.rtp_port_max,
                 "max_calls": self.max_calls,
                 "media_timeout": self.media_timeout,
+                "registrar_workers": self.registrar_workers,
+                "ban_after_failures": self.ban_after_failures,
+                "ban_seconds": self.ban_seconds,
+                "max_requests_per_second": self.max_requests_per_second,
+                "trusted_networks": tuple(self.trusted_networks),
             }
         )
 

@@ -149,6 +149,11 @@ def test_if_match_must_agree(cbox: Box) -> None:
         (lambda d: d["sip"].update(transports=[]), ["body", "sip", "transports"]),
         (lambda d: d["sip"].update(transports=["UDP", "UDP"]), ["body", "sip", "transports"]),
         (lambda d: d["sip"].update(colour="red"), ["body", "sip", "colour"]),
+        (
+            lambda d: d["sip"].update(trusted_networks=["10.0.0.0/8", "10.1.0.0/33"]),
+            ["body", "sip", "trusted_networks", 1],
+        ),
+        (lambda d: d["sip"].update(ban_after_failures=0), ["body", "sip", "ban_after_failures"]),
         (lambda d: d.update(extensions=[{"number": "12a"}]), ["body", "extensions", 0, "number"]),
         (
             lambda d: d.update(extensions=[{"number": "1", "call_limit": 0}]),
@@ -267,10 +272,13 @@ def test_the_sip_core_starts_with_the_applied_sip_section(cbox: Box) -> None:
     h = cbox.login("admin")
     doc = _doc(cbox, h)
     doc["sip"].update(port=5080, digest_algorithms=["SHA-256", "MD5"], max_calls=20)
+    doc["sip"].update(trusted_networks=["192.168.10.0/24"], ban_seconds=60, registrar_workers=1)
     assert cbox.lan.put("/config", headers=h, json=doc).status_code == 200
     started = desired_sip_settings(cbox.store.metadata, base)
     assert (started.host, started.port, started.max_calls) == ("127.0.0.1", 5080, 20)
     assert started.digest_algorithms == ("SHA-256", "MD5")
+    assert started.worker_count == 1 and started.guard.ban_seconds == 60
+    assert started.guard.trusted == ("192.168.10.0/24",)
 
 
 def test_concurrent_puts_one_wins_the_other_conflicts(cbox: Box) -> None:
