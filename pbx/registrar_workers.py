@@ -78,12 +78,14 @@ DATAGRAM = b"D"  # + source port (2 bytes) + host length (1 byte) + host + the d
 PUT = b"P"  # + pickled list of Binding
 REMOVE = b"R"  # + pickled list of (aor, contact or None for all of the AoR's)
 DIRECTORY = b"I"  # + pickled list of deleted extension numbers (the others may have changed)
-HELLO = b"H"  # the worker is ready
+HELLO = b"H"  # the worker is ready; repeated every HEARTBEAT seconds while its loop runs
 FAILED = b"F"  # + the address of a source that failed authentication (for the door guard)
 
 SNAPSHOT_CHUNK = 200  # bindings per PUT message when a worker starts (about 30 KB)
 MAX_MESSAGE = 1 << 17  # a datagram (64 KiB at most) with its header, or a snapshot chunk
 MAX_QUEUED_DATAGRAMS = 2000  # per worker; past it REGISTERs are dropped (phones retransmit)
+HEARTBEAT = 1.0  # seconds between a worker's hellos
+STUCK_AFTER = 5.0  # seconds without a hello after which a worker is killed and replaced
 
 
 # ------------------------------------------------------------------------------ sharding
@@ -256,6 +258,7 @@ class _Worker:
     channel: Channel | None = None
     process: asyncio.subprocess.Process | None = None
     up: bool = False  # said hello: REGISTERs of its shard go to it
+    heard: float = 0.0  # when its last hello came (monotonic)
     started: float = 0.0
     restarts: int = 0
     lost: asyncio.Event = field(default_factory=asyncio.Event)
@@ -275,11 +278,14 @@ class RegistrarPool:
         spawn: SpawnWorker,
         store: BindingStore,
         on_failed: Callable[[str], None] = lambda host: None,
+        *,
+        stuck_after: float = STUCK_AFTER,
     ) -> None:
         if count < 1:
             raise ValueError("a pool needs at least one worker")
         self.count = count
         self.on_failed = on_failed  # a worker refused a source's credentials
+        self.stuck_after = stuck_after
         self.store = store
         self.bindings = SharedBindings(store, self)
         self._spawn = spawn
@@ -341,8 +347,10 @@ class RegistrarPool:
     def _received(self, worker: _Worker, message: bytes) -> None:
         kind = message[:1]
         if kind == HELLO:
-            worker.up = True
-            log.info("registrar worker %d up: pid=%s", worker.index, _pid(worker))
+            worker.heard = time.monotonic()
+            if not worker.up:
+                worker.up = True
+                log.info("registrar worker %d up: pid=%s", worker.index, _pid(worker))
         elif kind == FAILED:
             self.on_failed(message[1:].decode())
         elif kind in (PUT, REMOVE):
@@ -359,7 +367,7 @@ class RegistrarPool:
         while True:
             try:
                 await self._start(worker)
-                await worker.lost.wait()
+                await self._watch(worker)
             except OSError as exc:
                 log.error("registrar worker %d: cannot start: %s", worker.index, exc)
             await _stop(worker)
@@ -375,11 +383,24 @@ class RegistrarPool:
             )
             await asyncio.sleep(delay)
 
+    async def _watch(self, worker: _Worker) -> None:
+        """Until the worker is gone, or has stopped saying hello (a loop stuck in a bug, a
+        stopped process: its shard would go unanswered)."""
+        while not worker.lost.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.lost.wait(), HEARTBEAT)
+            silent = time.monotonic() - worker.heard
+            if worker.up and silent > self.stuck_after:
+                log.error(
+                    "registrar worker %d silent for %.1f s: replacing it", worker.index, silent
+                )
+                return
+
     async def _start(self, worker: _Worker) -> None:
         assert self._udp is not None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         worker.lost = asyncio.Event()
-        worker.started = time.monotonic()
+        worker.started = worker.heard = time.monotonic()
         try:
             worker.process = await self._spawn(worker.index, self.count, self._udp.fileno(), theirs)
         except BaseException:
@@ -569,7 +590,6 @@ class RegistrarWorker:
         self._udp = SharedUdpSocket(self._udp_sock, self.endpoint)
         self.endpoint.adopt(self._udp)
         self._channel = Channel(self._channel_sock, self._received, closed.set)
-        self._channel.send(HELLO)
         sweeper = asyncio.create_task(self._sweep())
         try:
             await closed.wait()
@@ -598,9 +618,14 @@ class RegistrarWorker:
                 self.bindings.index.remove_all(number)
 
     async def _sweep(self) -> None:
+        """Hello now and every HEARTBEAT seconds; expired bindings out every sweep."""
+        swept = time.monotonic()
         while True:
-            await asyncio.sleep(self._sweep_interval)
-            self.bindings.expire(self._clock())
+            self._send(HELLO)
+            await asyncio.sleep(HEARTBEAT)
+            if time.monotonic() - swept >= self._sweep_interval:
+                self.bindings.expire(self._clock())
+                swept = time.monotonic()
 
     # --- TransactionUser
 

@@ -9,6 +9,7 @@ driven by SIPp and by a scripted phone over a UDP socket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -247,6 +248,33 @@ async def test_a_killed_worker_is_replaced_and_gets_its_bindings_back(
     finally:
         for p in phones:
             p.close()
+
+
+async def test_a_stopped_worker_is_found_silent_and_replaced(
+    core: tuple[SipCore, SqliteStore],
+) -> None:
+    box, _store = core
+    assert box.pool is not None
+    box.pool.stuck_after = 1.5
+    target = box.endpoint.local("UDP")
+    frozen = box.pool.pids()[0]
+    os.kill(frozen, signal.SIGSTOP)  # alive, holding its socket, answering nothing
+    try:
+        await wait_for(
+            lambda: box.pool is not None
+            and box.pool.workers_up == 2
+            and frozen not in box.pool.pids(),
+            timeout=25,
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGCONT)
+    for number in ("3001", "3002", "3003", "3004"):  # both shards answer
+        phone = UdpPhone(number)
+        try:
+            assert (await phone.ask(target)).status == 200
+        finally:
+            phone.close()
 
 
 async def test_a_password_change_reaches_the_workers(
