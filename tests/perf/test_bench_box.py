@@ -1,7 +1,8 @@
 """The whole box under SIPp load, against Kamailio (and rtpengine for media), in one run.
 
 The box is ``edgepbx run`` in its own process (SIP core with registrar, B2BUA, media relay,
-SQLite store, uvloop), provisioned beforehand through
+SQLite store, uvloop; REGISTERs answered by its registrar workers, one per CPU, whose CPU is
+counted with the core's), provisioned beforehand through
 ``open_store`` on its data folder (see ``box_process.py``). Kamailio 5.6 is the reference
 peer (``kamailio.cfg``: registrar + stateful proxy, digest auth, 2 UDP workers as in the
 yardstick), started on another loopback port for the same loads. Everything shares the
@@ -41,7 +42,8 @@ about 10 minutes, 15-17 on a busy shared machine where the 30 s confirmations fa
 retry.
 
 With EDGEPBX_BENCH_BOX_PROFILE=1 the box process is profiled with py-spy (100 Hz) for 10 s
-in a separate run at 80 % of its highest passing REGISTER and call rates (the edge itself
+in a separate run at 80 % of its highest passing REGISTER (and one registrar worker with it)
+and call rates (the edge itself
 collapses under the profiler's own CPU) and at its highest passing media rung; the top
 frames go to ``box_profile`` and the raw stacks to var/bench/box_profile_*.txt.
 
@@ -76,6 +78,7 @@ from typing import Any
 import pytest
 from perf.box_process import (
     BoxProcess,
+    children,
     copy_data,
     provision,
     put_binding,
@@ -359,6 +362,11 @@ def register_trial(
             target, cpu = server.target, server.cpu_seconds
             if profile is not None:
                 stack.enter_context(profiling(server.core_pid, profile, 1.5, PROFILE_SECONDS))
+                # The REGISTERs are parsed and answered in the registrar workers: one of them.
+                for worker in children(server.core_pid)[:1]:
+                    stack.enter_context(
+                        profiling(worker, worker_profile(profile), 1.5, PROFILE_SECONDS)
+                    )
         else:
             kam = stack.enter_context(
                 Kamailio(workdir=workdir / "kamailio", auth=True, children=2, shm_mb=512)
@@ -747,6 +755,10 @@ def _ratio(a: float, b: float) -> float | str:
     return round(a / b, 3) if a and b else "-"
 
 
+def worker_profile(raw: Path) -> Path:
+    return raw.with_name(f"{raw.stem}_worker{raw.suffix}")
+
+
 def profile_rate(best: int) -> int:
     """PROFILE_SHARE of the best rate, rounded down to 50 (at least 50)."""
     return max(50, int(best * PROFILE_SHARE) // 50 * 50)
@@ -905,7 +917,10 @@ def test_box_against_kamailio(tmp_path: Path) -> None:
             row["load"] = "REGISTER-profiled"
             trials.append(row)
             save_trials(trials)
-            profiles += profile_rows("register", f"REGISTER {rate}/s", raw)
+            profiles += profile_rows("register", f"REGISTER {rate}/s: the core", raw)
+            profiles += profile_rows(
+                "register_worker", f"REGISTER {rate}/s: a registrar worker", worker_profile(raw)
+            )
 
     if "calls" in PARTS:
         for sut in ("edgepbx", "kamailio"):
