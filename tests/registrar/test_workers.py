@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.phone import Phone
 from support.sipp import run_sipp, sipp_available, write_users_csv
@@ -26,7 +26,14 @@ from support.wait import wait_for
 
 from appliance.service.registrar_worker import worker_spawner
 from appliance.store import SqliteStore, open_store
-from pbx.registrar_workers import aor_of, decode_datagram, encode_datagram, shard_of
+from pbx.registrar_workers import (
+    MAX_PACKET,
+    Channel,
+    aor_of,
+    decode_datagram,
+    encode_datagram,
+    shard_of,
+)
 from pbx.service import SipCore
 from pbx.settings import SipSettings
 from pbx.sip import Response, parse
@@ -98,6 +105,47 @@ def test_a_datagram_crosses_the_channel_unchanged(host: str, port: int, data: by
     )
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    turns=st.lists(
+        st.lists(
+            st.one_of(st.binary(min_size=1, max_size=2000), st.integers(60_000, MAX_PACKET - 4)),
+            max_size=40,
+        ),
+        max_size=6,
+    )
+)
+def test_the_channel_delivers_every_message_whole_and_in_order(
+    turns: list[list[bytes | int]],
+) -> None:
+    """Messages sent in one loop turn share packets (up to MAX_PACKET); big ones (an int
+    here: that many bytes) fill packets of their own. None lost, none split or merged."""
+
+    async def run() -> list[bytes]:
+        left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        got: list[bytes] = []
+        closed = asyncio.Event()
+        sender = Channel(left, lambda m: None, lambda: None)
+        Channel(right, got.append, closed.set)
+        for n, turn in enumerate(turns):
+            for i, item in enumerate(turn):
+                message = bytes([n, i % 256]) * (item // 2) if isinstance(item, int) else item
+                assert sender.send(message)
+            await asyncio.sleep(0)  # the turn ends: its packet goes
+        sender.send(b"end")
+        await wait_for(lambda: got[-1:] == [b"end"], timeout=10)
+        sender.close()
+        await asyncio.wait_for(closed.wait(), 5)  # EOF reaches the other end
+        return got[:-1]
+
+    sent = [
+        bytes([n, i % 256]) * (item // 2) if isinstance(item, int) else item
+        for n, turn in enumerate(turns)
+        for i, item in enumerate(turn)
+    ]
+    assert asyncio.run(run()) == sent
+
+
 def test_shards_are_stable_and_spread() -> None:
     shards = [shard_of(str(n), 2) for n in range(1000, 1100)]
     assert shards == [shard_of(str(n), 2) for n in range(1000, 1100)]
@@ -116,8 +164,8 @@ async def core(tmp_path: Path) -> AsyncIterator[tuple[SipCore, SqliteStore]]:
         store.directory.create(Extension(number))
         store.directory.set_password(number, PASSWORD, DOMAIN)
     (data / "nonce.key").write_bytes(KEY)
-    settings = SipSettings(host="127.0.0.1", port=0, transports=("UDP",), registrar_workers=2)
-    box = SipCore(settings, store, KEY, spawn_worker=worker_spawner(settings, data))
+    sip = SipSettings(host="127.0.0.1", port=0, transports=("UDP",), registrar_workers=2)
+    box = SipCore(sip, store, KEY, spawn_worker=worker_spawner(sip, data))
     await box.start()
     try:
         assert box.pool is not None
@@ -261,9 +309,9 @@ async def test_a_stopped_worker_is_found_silent_and_replaced(
     os.kill(frozen, signal.SIGSTOP)  # alive, holding its socket, answering nothing
     try:
         await wait_for(
-            lambda: box.pool is not None
-            and box.pool.workers_up == 2
-            and frozen not in box.pool.pids(),
+            lambda: (
+                box.pool is not None and box.pool.workers_up == 2 and frozen not in box.pool.pids()
+            ),
             timeout=25,
         )
     finally:
