@@ -5,7 +5,6 @@ the trusted networks so 127.0.0.x sources are judged like strangers."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support.phone import Phone
+from support.phone import UdpPhone
 from support.wait import wait_for
 
 from appliance.service.registrar_worker import worker_spawner
@@ -21,7 +20,6 @@ from appliance.store import open_store
 from pbx.guard import Guard, GuardSettings
 from pbx.service import SipCore
 from pbx.settings import SipSettings
-from pbx.sip import Response, parse
 from pbx.store import Extension
 
 DOMAIN = "edgepbx.local"
@@ -99,38 +97,6 @@ def test_bad_settings_are_refused() -> None:
 # ------------------------------------------------------------------------------ in a real core
 
 
-class Socket:
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((host, 0))
-        self.sock.settimeout(1.5)
-        self.host, self.port = self.sock.getsockname()
-
-    def phone(self, number: str, password: str) -> Phone:
-        return Phone(number, password, domain=DOMAIN, host=self.host, port=self.port)
-
-    def register(self, phone: Phone, target: tuple[str, int]) -> int | None:
-        """REGISTER and answer the challenge: the final status, None if nothing came."""
-        self.sock.sendto(bytes(phone.register(authorize=False)), target)
-        challenge = self.answer()
-        if challenge is None or challenge.status != 401:
-            return None if challenge is None else challenge.status
-        self.sock.sendto(bytes(phone.register(challenge=challenge)), target)
-        final = self.answer()
-        return None if final is None else final.status
-
-    def answer(self) -> Response | None:
-        try:
-            message = parse(self.sock.recv(65535))
-        except TimeoutError:
-            return None
-        assert isinstance(message, Response)
-        return message
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture(params=[0, 2], ids=["core", "workers"])
 async def core(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SipCore]:
     data = tmp_path / "data"
@@ -159,40 +125,42 @@ async def core(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
 
 async def test_a_password_guesser_is_banned_and_others_are_served(core: SipCore) -> None:
     target = core.endpoint.local("UDP")
-    guesser, office = Socket("127.0.0.1"), Socket("127.0.0.2")
+    phones = [
+        UdpPhone("4001", f"guess-{attempt}", domain=DOMAIN, host="127.0.0.1")
+        for attempt in range(5)
+    ]
+    right = UdpPhone("4001", PASSWORD, domain=DOMAIN, host="127.0.0.1")
+    office = UdpPhone("4001", PASSWORD, domain=DOMAIN, host="127.0.0.2")
     try:
-        for attempt in range(5):
-            status = await asyncio.to_thread(
-                guesser.register, guesser.phone("4001", f"guess-{attempt}"), target
-            )
-            assert status == 403
+        for guesser in phones:
+            assert await status(guesser, target) == 403
         await wait_for(lambda: core.guard.bans == 1)  # from a worker, the news travels
         # Now even the right password gets no answer from that address: nothing to learn.
-        right = guesser.phone("4001", PASSWORD)
-        assert await asyncio.to_thread(guesser.register, right, target) is None
-        office_phone = office.phone("4001", PASSWORD)
-        assert await asyncio.to_thread(office.register, office_phone, target) == 200
+        assert await status(right, target) is None
+        assert await status(office, target) == 200  # other addresses are served
         # The operator lifts the ban: the right password works from there again.
         core.guard.unban(["127.0.0.1"])
-        assert (
-            await asyncio.to_thread(guesser.register, guesser.phone("4001", PASSWORD), target)
-            == 200
-        )
+        assert await status(right, target) == 200
     finally:
-        guesser.close()
-        office.close()
+        for phone in [*phones, right, office]:
+            phone.close()
+
+
+async def status(phone: UdpPhone, target: tuple[str, int]) -> int | None:
+    answer = await asyncio.to_thread(phone.register, target)
+    return None if answer is None else answer.status
 
 
 async def test_a_flood_gets_its_burst_answered_then_silence(core: SipCore) -> None:
     target = core.endpoint.local("UDP")
-    flood = Socket("127.0.0.3")
+    flood = UdpPhone("4001", PASSWORD, domain=DOMAIN, host="127.0.0.3")
     try:
 
         def send_and_count() -> int:
             for i in range(400):
                 options = (
                     f"OPTIONS sip:{DOMAIN} SIP/2.0\r\n"
-                    f"Via: SIP/2.0/UDP 127.0.0.3:{flood.port};branch=z9hG4bK-flood{i}\r\n"
+                    f"Via: SIP/2.0/UDP 127.0.0.3:{flood.phone.port};branch=z9hG4bK-flood{i}\r\n"
                     f"From: <sip:scan@x>;tag=f{i}\r\nTo: <sip:{i}@{DOMAIN}>\r\n"
                     f"Call-ID: flood{i}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
                     "Content-Length: 0\r\n\r\n"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.phone import Phone
+from support.phone import UdpPhone
 from support.sipp import run_sipp, sipp_available, write_users_csv
 from support.wait import wait_for
 
@@ -176,37 +176,15 @@ async def core(tmp_path: Path) -> AsyncIterator[tuple[SipCore, SqliteStore]]:
         store.close()
 
 
-class UdpPhone:
-    """A scripted phone (tests/support/phone.py) on a real UDP socket."""
+async def ask(phone: UdpPhone, target: tuple[str, int]) -> Response:
+    """Register ``phone`` (in a thread: the core runs on this test's loop)."""
+    answer = await asyncio.to_thread(phone.register, target)
+    assert answer is not None, "no answer"
+    return answer
 
-    def __init__(self, number: str, password: str = PASSWORD) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(5)
-        port = self.sock.getsockname()[1]
-        self.phone = Phone(number, password, domain=DOMAIN, host="127.0.0.1", port=port)
 
-    async def ask(self, target: tuple[str, int], **register: object) -> Response:
-        """REGISTER, answer the challenge, return the final response (in a thread: the
-        core runs on this test's loop)."""
-        return await asyncio.to_thread(self._ask, target, **register)
-
-    def _ask(self, target: tuple[str, int], **register: object) -> Response:
-        self.sock.sendto(bytes(self.phone.register(authorize=False, **register)), target)  # type: ignore[arg-type]
-        challenge = self._answer()
-        if challenge.status != 401:
-            return challenge
-        request = self.phone.register(challenge=challenge, **register)  # type: ignore[arg-type]
-        self.sock.sendto(bytes(request), target)
-        return self._answer()
-
-    def _answer(self) -> Response:
-        message = parse(self.sock.recv(65535))
-        assert isinstance(message, Response)
-        return message
-
-    def close(self) -> None:
-        self.sock.close()
+def new_phone(number: str, password: str = PASSWORD) -> UdpPhone:
+    return UdpPhone(number, password, domain=DOMAIN)
 
 
 def contacts_of(response: Response) -> list[str]:
@@ -248,16 +226,16 @@ async def test_a_worker_answers_with_every_binding_of_the_aor_and_the_cores_chan
 ) -> None:
     box, _store = core
     target = box.endpoint.local("UDP")
-    desk, soft = UdpPhone("3001"), UdpPhone("3001")
+    desk, soft = new_phone("3001"), new_phone("3001")
     try:
-        assert (await desk.ask(target)).status == 200
-        answer = await soft.ask(target)
+        assert (await ask(desk, target)).status == 200
+        answer = await ask(soft, target)
         assert answer.status == 200
         assert sorted(contacts_of(answer)) == sorted([desk.phone.contact, soft.phone.contact])
         # The core drops one (as a failed keep-alive does): the worker's copy follows.
         assert box.registrar.bindings.remove("3001", desk.phone.contact)
         await asyncio.sleep(0.2)
-        assert contacts_of(await soft.ask(target)) == [soft.phone.contact]
+        assert contacts_of(await ask(soft, target)) == [soft.phone.contact]
     finally:
         desk.close()
         soft.close()
@@ -269,16 +247,16 @@ async def test_a_killed_worker_is_replaced_and_gets_its_bindings_back(
     box, _store = core
     assert box.pool is not None
     target = box.endpoint.local("UDP")
-    phones = [UdpPhone(n) for n in ("3001", "3002", "3003", "3004")]
+    phones = [new_phone(n) for n in ("3001", "3002", "3003", "3004")]
     try:
         for p in phones:
-            assert (await p.ask(target)).status == 200
+            assert (await ask(p, target)).status == 200
         victim = box.pool.pids()[0]
         os.kill(victim, signal.SIGKILL)
         await wait_for(lambda: box.pool is not None and box.pool.workers_up == 1)
         # Meanwhile the core answers that shard itself.
         for p in phones:
-            assert (await p.ask(target)).status == 200
+            assert (await ask(p, target)).status == 200
         await wait_for(
             lambda: (
                 box.pool is not None and box.pool.workers_up == 2 and victim not in box.pool.pids()
@@ -287,9 +265,9 @@ async def test_a_killed_worker_is_replaced_and_gets_its_bindings_back(
         )
         # The new worker got the core's bindings: a second phone sees the first one's.
         for p in phones:
-            other = UdpPhone(p.phone.number)
+            other = new_phone(p.phone.number)
             try:
-                answer = await other.ask(target)
+                answer = await ask(other, target)
                 assert sorted(contacts_of(answer)) == sorted([p.phone.contact, other.phone.contact])
             finally:
                 other.close()
@@ -318,9 +296,9 @@ async def test_a_stopped_worker_is_found_silent_and_replaced(
         with contextlib.suppress(ProcessLookupError):
             os.kill(frozen, signal.SIGCONT)
     for number in ("3001", "3002", "3003", "3004"):  # both shards answer
-        phone = UdpPhone(number)
+        phone = new_phone(number)
         try:
-            assert (await phone.ask(target)).status == 200
+            assert (await ask(phone, target)).status == 200
         finally:
             phone.close()
 
@@ -331,14 +309,14 @@ async def test_a_password_change_reaches_the_workers(
     box, store = core
     assert box.pool is not None
     target = box.endpoint.local("UDP")
-    old, new = UdpPhone("3005"), UdpPhone("3005", "n3w-Password")
+    old, new = new_phone("3005"), new_phone("3005", "n3w-Password")
     try:
-        assert (await old.ask(target)).status == 200
+        assert (await ask(old, target)).status == 200
         store.directory.set_password("3005", "n3w-Password", DOMAIN)
         box.pool.directory_changed()
         await asyncio.sleep(0.2)
-        assert (await new.ask(target)).status == 200
-        assert (await old.ask(target)).status == 403
+        assert (await ask(new, target)).status == 200
+        assert (await ask(old, target)).status == 403
     finally:
         old.close()
         new.close()
@@ -356,9 +334,9 @@ async def test_the_workers_snapshot_and_deleted_extensions(
         Binding("3010", "sip:3010@127.0.0.9:5062", now + 600, "c", 1, "UDP", "127.0.0.9", 5062, now)
     )
     await asyncio.sleep(0.2)
-    phone = UdpPhone("3010")
+    phone = new_phone("3010")
     try:
-        answer = await phone.ask(target)
+        answer = await ask(phone, target)
         assert sorted(contacts_of(answer)) == sorted(
             ["sip:3010@127.0.0.9:5062", phone.phone.contact]
         )
@@ -366,6 +344,6 @@ async def test_the_workers_snapshot_and_deleted_extensions(
         assert store.directory.delete("3010")
         box.pool.directory_changed(["3010"])
         await asyncio.sleep(0.2)
-        assert (await phone.ask(target)).status in (403, 404)
+        assert (await ask(phone, target)).status in (403, 404)
     finally:
         phone.close()

@@ -4,6 +4,7 @@ challenges with a real :class:`DigestClient`."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 
 from pbx.sip import Request, Response, parse
@@ -92,3 +93,35 @@ class Phone:
         message = parse(("\r\n".join(lines) + "\r\n\r\n").encode())
         assert isinstance(message, Request)
         return message
+
+
+class UdpPhone:
+    """A :class:`Phone` on a real UDP socket bound to ``host`` (any 127.0.0.x works on
+    Linux loopback). Blocking: from a thread when the box runs on the test's own loop."""
+
+    def __init__(self, number: str, password: str, *, domain: str, host: str = "127.0.0.1") -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(2.0)
+        port = self.sock.getsockname()[1]
+        self.phone = Phone(number, password, domain=domain, host=host, port=port)
+
+    def register(self, target: tuple[str, int]) -> Response | None:
+        """REGISTER, answer a 401 once: the final response, or None if none came."""
+        self.sock.sendto(bytes(self.phone.register(authorize=False)), target)
+        challenge = self.answer()
+        if challenge is None or challenge.status != 401:
+            return challenge
+        self.sock.sendto(bytes(self.phone.register(challenge=challenge)), target)
+        return self.answer()
+
+    def answer(self) -> Response | None:
+        try:
+            message = parse(self.sock.recv(65535))
+        except TimeoutError:
+            return None
+        assert isinstance(message, Response)
+        return message
+
+    def close(self) -> None:
+        self.sock.close()
