@@ -354,6 +354,7 @@ async def _core_main(options: RunOptions) -> int:
         Path(options.runtime_dir) / "core.sock",
         store,
         on_directory=core.pool.directory_changed if core.pool is not None else None,
+        guard=core.guard,
     )
     try:
         await core.start()
@@ -384,7 +385,11 @@ async def _manager_main(options: RunOptions) -> int:
     from appliance.link.client import LinkClient, LinkSettings  # noqa: PLC0415
     from appliance.link.credentials import SqliteCredentials  # noqa: PLC0415
     from appliance.service.api import build_api  # noqa: PLC0415
-    from appliance.service.corectl import RemoteCalls, notifying_directory  # noqa: PLC0415
+    from appliance.service.corectl import (  # noqa: PLC0415
+        RemoteCalls,
+        RemoteGuard,
+        notifying_directory,
+    )
     from appliance.service.parts import ApiPart, CabinetPart, LinkPart  # noqa: PLC0415
     from appliance.setup.pairing import LinkClientPairing  # noqa: PLC0415
     from appliance.store import open_store  # noqa: PLC0415
@@ -399,7 +404,7 @@ async def _manager_main(options: RunOptions) -> int:
     reported: dict[str, str] = {}
     try:
         sip = desired_sip_settings(store.metadata, options.sip_settings())
-        built = build_api(store, data, sip, calls)
+        built = build_api(store, data, sip, calls, RemoteGuard(core_socket))
         for value in built.secrets:
             register_secret(value)
         api = ApiPart(built.app, options.api_host, options.api_port)

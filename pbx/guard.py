@@ -21,7 +21,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = ["Guard", "GuardSettings"]
@@ -115,10 +114,10 @@ class Guard:
         """The banned addresses with the seconds left."""
         return [(host, until - now) for host, until in self._banned.items() if until > now]
 
-    def unban(self, hosts: Iterable[str]) -> None:
-        for host in hosts:
-            self._banned.pop(host, None)
-            self._sources.pop(host, None)
+    def unban(self, host: str) -> bool:
+        """Lift ``host``'s ban (and forget its history); False if it was not banned."""
+        self._sources.pop(host, None)
+        return self._banned.pop(host, None) is not None
 
     def _source(self, host: str, now: float) -> _Source:
         source = self._sources.get(host)

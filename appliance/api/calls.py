@@ -1,16 +1,20 @@
-"""The SIP core's :class:`~pbx.b2bua.CallManager` as the API's :class:`CallControl`.
+"""The SIP core's :class:`~pbx.b2bua.CallManager` as the API's :class:`CallControl`, and
+its :class:`~pbx.guard.Guard` as the API's :class:`GuardControl`.
 
-The API must run on the SIP core's event loop for this adapter (one process, one loop:
-the calls are plain objects of that loop). A SIP core in another process needs an adapter
-that asks it over IPC instead.
+The API must run on the SIP core's event loop for these adapters (one process, one loop:
+the calls are plain objects of that loop). A SIP core in another process is asked over its
+control socket instead (:mod:`appliance.service.corectl`).
 """
 
 from __future__ import annotations
 
-from appliance.api.context import ActiveCallView
-from pbx.b2bua import CallManager
+import time
 
-__all__ = ["ManagerCalls"]
+from appliance.api.context import ActiveCallView, BanView
+from pbx.b2bua import CallManager
+from pbx.guard import Guard
+
+__all__ = ["CoreGuard", "ManagerCalls"]
 
 
 class ManagerCalls:
@@ -36,3 +40,14 @@ class ManagerCalls:
 
     async def hangup(self, call_id: str) -> bool:
         return await self._manager.hangup(call_id)
+
+
+class CoreGuard:
+    def __init__(self, guard: Guard) -> None:
+        self._guard = guard
+
+    async def bans(self) -> list[BanView]:
+        return [BanView(a, round(left, 1)) for a, left in self._guard.banned(time.monotonic())]
+
+    async def unban(self, address: str) -> bool:
+        return self._guard.unban(address)

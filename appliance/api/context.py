@@ -109,6 +109,22 @@ class CallControl(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class BanView:
+    address: str
+    seconds_left: float
+
+
+class GuardControl(Protocol):
+    """The SIP core's door guard (:class:`pbx.guard.Guard`): banned sources."""
+
+    def bans(self) -> Awaitable[list[BanView]]: ...
+
+    def unban(self, address: str) -> Awaitable[bool]:
+        """Lift a ban; False if the address was not banned."""
+        ...
+
+
 class ConfigApplier(Protocol):
     """A runtime step of applying a configuration document (e.g. telling the SIP core).
     ``apply`` runs inside the store transaction; when a later step fails, ``undo`` is
@@ -133,6 +149,7 @@ class BoxContext:
     store: SqliteStore
     sip: SipSettings = field(default_factory=SipSettings)
     calls: CallControl | None = None
+    guard: GuardControl | None = None
     recordings: RecordingLibrary | None = None
     # Site identities unlocked for playback (POST /recordings/unlock); None: no keyring here.
     vault: IdentityVault | None = None

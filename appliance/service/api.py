@@ -18,6 +18,7 @@ from appliance.api.accounts import AccountStore, Role
 from appliance.api.age_library import AgeFolderLibrary
 from appliance.api.console_app import ConsoleSettings, build_console_services
 from appliance.api.console_deps import ConsoleServices
+from appliance.api.context import GuardControl
 from appliance.api.vault import IdentityVault
 from appliance.files import create_private
 from appliance.recordings import open_recordings
@@ -98,6 +99,7 @@ def build_api(
     data: Path,
     sip: SipSettings,
     calls: CallControl | None,
+    guard: GuardControl | None = None,
 ) -> BuiltApi:
     # The console's network settings act on the host only where the box's image asks for it
     # (EDGEPBX_NETWORK=netlink); elsewhere (make run on a laptop) on an in-memory network.
@@ -109,6 +111,7 @@ def build_api(
         store=store,
         sip=sip,
         calls=calls,
+        guard=guard,
         sync=_sync_source(data),
         recordings=CatalogedLibrary(library, recordings),
         vault=vault,

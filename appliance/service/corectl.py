@@ -8,6 +8,8 @@ way::
     {"op": "calls"}                      -> {"calls": [{call_id, caller, ...}, ...]}
     {"op": "hangup", "call_id": "..."}   -> {"ok": true | false}
     {"op": "directory", "deleted": [...]} -> {"ok": true}
+    {"op": "bans"}                       -> {"bans": [{address, seconds_left}, ...]}
+    {"op": "unban", "address": "..."}    -> {"ok": true | false}
 
 ``directory``: the core keeps an in-memory copy of the extension directory (every REGISTER
 and INVITE reads it), kept current by writes through its own store object. The API writes
@@ -28,6 +30,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,12 +38,14 @@ from typing import Any
 from appliance.store import SqliteStore
 from appliance.store.sqlite import SqliteDirectory
 from pbx.b2bua import CallManager
+from pbx.guard import Guard
 from pbx.store import Extension
 
 __all__ = [
     "CoreControlServer",
     "NotifyingDirectory",
     "RemoteCalls",
+    "RemoteGuard",
     "call_views",
     "notifying_directory",
     "tell_core",
@@ -78,9 +83,11 @@ class CoreControlServer:
         store: SqliteStore | None = None,
         *,
         on_directory: Callable[[list[str]], None] | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.manager, self.path, self.store = manager, path, store
         self.on_directory = on_directory  # also tells the registrar workers
+        self.guard = guard
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -127,7 +134,12 @@ class CoreControlServer:
             if self.on_directory is not None:
                 self.on_directory(deleted)
             return {"ok": True}
-        return {"error": f"unknown op {str(op)[:40]!r} or missing field 'call_id'"}
+        if op == "bans" and self.guard is not None:
+            banned = self.guard.banned(time.monotonic())
+            return {"bans": [{"address": a, "seconds_left": round(t, 1)} for a, t in banned]}
+        if op == "unban" and self.guard is not None and isinstance(request.get("address"), str):
+            return {"ok": self.guard.unban(request["address"])}
+        return {"error": f"unknown op {str(op)[:40]!r} or a missing field"}
 
 
 async def ask(path: Path, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
@@ -190,6 +202,23 @@ class RemoteCalls:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+class RemoteGuard:
+    """The API's ``GuardControl`` for a SIP core in another process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def bans(self) -> list[Any]:
+        from appliance.api.context import BanView  # noqa: PLC0415 (the API's type)
+
+        answer = await ask(self.path, {"op": "bans"})
+        return [BanView(**ban) for ban in answer.get("bans", [])]
+
+    async def unban(self, address: str) -> bool:
+        answer = await ask(self.path, {"op": "unban", "address": address})
+        return bool(answer.get("ok"))
 
 
 def tell_core(path: Path, request: dict[str, Any], timeout: float = 2.0) -> dict[str, Any] | None:

@@ -16,9 +16,11 @@ from schemathesis.checks import positive_data_acceptance
 from support.api import Box, make_box
 
 from appliance.api.accounts import Role
+from appliance.api.calls import CoreGuard
 from appliance.api.console_app import ConsoleSettings, build_console_services
 from appliance.api.context import ActiveCallView
 from appliance.api.vault import IdentityVault
+from pbx.guard import Guard
 from pbx.recording.keys import Keyring
 from pbx.store import Extension
 
@@ -51,7 +53,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
     where = Path(tmp_path_factory.mktemp("schemathesis"))
     keyring = Keyring(where / "keys", work_factor=10)
     keyring.initialize("the site passphrase")
-    box = make_box(where, calls=IdleCalls(), sync=IdleSync())
+    box = make_box(where, calls=IdleCalls(), sync=IdleSync(), guard=CoreGuard(Guard()))
     box.ctx.vault = IdentityVault(keyring.unlock, clock=box.clock)
     console = ConsoleSettings(data_dir=where / "console", network="memory", key_work_factor=10)
     box.ctx.console = build_console_services(console, box.store)
