@@ -20,11 +20,13 @@ How:
   keep-alive drop, a REGISTER it answered itself, a deleted extension) go to the owning
   worker (:class:`SharedBindings`); a worker that starts gets its shard's bindings first.
   Both copies stay the same.
-* Until a worker says hello, and while it is down (restarted with backoff), the core answers
-  its shard itself. Directory changes reach the workers as an invalidation.
+* A worker says hello every second. Until its first hello, and while it is down or silent
+  (killed after ``STUCK_AFTER`` seconds, restarted with backoff), the core answers its shard
+  itself. Directory changes reach the workers as an invalidation; the sources a worker
+  refused credentials to reach the core's door guard (:mod:`pbx.guard`).
 
-The wire messages are one byte of kind and a payload; bindings travel pickled (both ends are
-this program, over a socket pair nobody else holds).
+The wire messages are one byte of kind and a payload, sent in one packet per loop turn;
+bindings travel pickled (both ends are this program, over a socket pair nobody else holds).
 """
 
 from __future__ import annotations
