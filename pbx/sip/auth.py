@@ -192,9 +192,13 @@ _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _TOKEN_RE = re.compile(_TOKEN)
 # One auth-param and its separator: name LWS "=" LWS (token / quoted-string) LWS ("," / end).
 # qdtext and quoted-pair are checked separately on the quoted content (RFC 3261 §25.1).
+# The quoted part is written as an unrolled loop (runs of plain characters between escapes):
+# the same language as (?:[^"\\]|\\.)*, without a regex group entered for every character.
 _PARAM = re.compile(
-    rf'[ \t]*({_TOKEN})[ \t]*=[ \t]*(?:"((?:[^"\\]|\\.)*)"|({_TOKEN}))[ \t]*(,|$)', re.DOTALL
+    rf'[ \t]*({_TOKEN})[ \t]*=[ \t]*(?:"([^"\\]*(?:\\.[^"\\]*)*)"|({_TOKEN}))[ \t]*(,|$)',
+    re.DOTALL,
 )
+_ONLY_BLANKS = re.compile(r"[ \t]*\Z")
 _SCHEME = re.compile(rf"[ \t]*({_TOKEN})(?:[ \t]+|$)")
 # What qdtext may not contain: ASCII controls but HTAB, and the surrogates by which the
 # message parser carries bytes that are not UTF-8.
@@ -244,20 +248,28 @@ def _parse_digest(value: str) -> dict[str, tuple[str, str]]:
     if pos >= len(text) or not text[m.start(1) + len(m.group(1)) :].startswith((" ", "\t")):
         raise ParseError("Digest without parameters")
     params: dict[str, tuple[str, str]] = {}
+    # Without a bad character anywhere, a quoted value without escapes is its own content.
+    clean = _BAD_QDTEXT.search(text) is None
     while True:
         p = _PARAM.match(text, pos)
         if p is None:
             raise ParseError(f"malformed auth parameter at offset {pos} of auth header")
         name, quoted, bare, sep = p.groups()
-        param_value = bare if quoted is None else _unquote(quoted)
-        if name.lower() in params:
+        if quoted is None:
+            param_value = bare
+        elif clean and "\\" not in quoted:
+            param_value = quoted
+        else:
+            param_value = _unquote(quoted)
+        key = name.lower()
+        if key in params:
             # RFC 7616 §3.3: each parameter at most once; a repeat is ambiguous.
             raise ParseError(f"duplicate auth parameter {name!r}")
-        params[name.lower()] = (name, param_value)
+        params[key] = (name, param_value)
         pos = p.end()
         if not sep:
             return params
-        if pos >= len(text) or not text[pos:].strip(" \t"):
+        if _ONLY_BLANKS.match(text, pos) is not None:
             raise ParseError("trailing comma in auth header")
 
 
@@ -278,9 +290,10 @@ def _bare(name: str, value: str) -> str:
     return value
 
 
-def _extra(params: dict[str, tuple[str, str]], known: Iterable[str]) -> tuple[tuple[str, str], ...]:
-    skip = set(known)
-    return tuple(pair for key, pair in params.items() if key not in skip)
+def _extra(
+    params: dict[str, tuple[str, str]], known: frozenset[str]
+) -> tuple[tuple[str, str], ...]:
+    return tuple(pair for key, pair in params.items() if key not in known)
 
 
 def _render(parts: list[str], extra: tuple[tuple[str, str], ...], known: Iterable[str]) -> str:
@@ -311,6 +324,8 @@ _CREDENTIAL_KEYS = (
     "qop",
     "nc",
 )
+_CHALLENGE_SET = frozenset(_CHALLENGE_KEYS)
+_CREDENTIAL_SET = frozenset(_CREDENTIAL_KEYS)
 
 
 @dataclass(frozen=True)
@@ -411,7 +426,7 @@ def parse_challenge(value: str) -> Challenge:
         domain=_opt(params, "domain"),
         # RFC 7616 §3.3: anything but a case-insensitive "true" means false.
         stale=stale is not None and stale.lower() == "true",
-        params=_extra(params, _CHALLENGE_KEYS),
+        params=_extra(params, _CHALLENGE_SET),
     )
 
 
@@ -423,8 +438,17 @@ def parse_credentials(value: str) -> Credentials:
     """
     params = _parse_digest(value)
     return Credentials(
-        **{key: _opt(params, key) for key in _CREDENTIAL_KEYS},
-        params=_extra(params, _CREDENTIAL_KEYS),
+        username=_opt(params, "username"),
+        realm=_opt(params, "realm"),
+        nonce=_opt(params, "nonce"),
+        uri=_opt(params, "uri"),
+        response=_opt(params, "response"),
+        algorithm=_opt(params, "algorithm"),
+        cnonce=_opt(params, "cnonce"),
+        opaque=_opt(params, "opaque"),
+        qop=_opt(params, "qop"),
+        nc=_opt(params, "nc"),
+        params=_extra(params, _CREDENTIAL_SET),
     )
 
 

@@ -22,6 +22,9 @@ _LINE_END = re.compile(r"\r?\n")
 # Octets that may not appear in a header line (§25.1: TEXT-UTF8 and LWS only; HTAB allowed).
 # A quoted-pair may escape them inside a quoted string (RFC 4475 §3.1.1.2), hence the lookbehind.
 _CONTROL = re.compile(r"(?<!\\)[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# The same octets as bytes: bytes.translate finds whether any is present far faster than the
+# regex (whose lookbehind is tried at every position); the regex runs only when one is.
+_CONTROL_OCTETS = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 _VERSION = re.compile(r"[Ss][Ii][Pp]/\d+\.\d+")
 _CANONICAL = h.CANONICAL_NAMES
 
@@ -89,12 +92,16 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[Request | Response, list[s
         text = text.rstrip("\r\n")  # a datagram whose header block lacks the empty line
     if "\n " in text or "\n\t" in text:
         text = _FOLD.sub(" ", text)
-    if text.count("\n") == text.count("\r\n"):
+    crlfs = text.count("\r\n")
+    if text.count("\n") == crlfs:
         lines = text.split("\r\n")
     else:
         lines = _LINE_END.split(text)  # bare LF line ends (tolerated, §7 says CRLF)
     # A CR that does not end a line is as bad as any other control octet.
-    controls = _CONTROL.search(text) is not None or "\r" in text.replace("\r\n", "")
+    controls = text.count("\r") != crlfs or (
+        len(head.translate(None, _CONTROL_OCTETS)) != len(head)
+        and _CONTROL.search(text) is not None
+    )
     if len(lines) - 1 > limits.max_headers:
         raise MessageTooLarge(f"more than {limits.max_headers} header lines", 400)
     start = lines[0]
