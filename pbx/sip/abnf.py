@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 
 from pbx.sip.errors import ParseError
 
@@ -51,19 +52,28 @@ def check_host(host: str, *, allow_bare_ipv6: bool = False) -> str:
     ``allow_bare_ipv6`` accepts an unbracketed IPv6 address, as the Via ``received`` parameter
     does (RFC 5118 §4.5).
     """
+    error = _host_error(host, allow_bare_ipv6)
+    if error is not None:
+        raise ParseError(error)
+    return host
+
+
+@lru_cache(maxsize=4096)
+def _host_error(host: str, allow_bare_ipv6: bool) -> str | None:
+    # Cached: a peer sends its own host names and addresses again and again.
     if host.startswith("["):
         if not host.endswith("]") or not _is_ipv6(host[1:-1]):
-            raise ParseError(f"invalid IPv6 reference {host!r}")
-        return host
+            return f"invalid IPv6 reference {host!r}"
+        return None
     if _IPV4_SHAPE.fullmatch(host):
         if _IPV4.fullmatch(host) is None:
-            raise ParseError(f"invalid IPv4 address {host!r}")
-        return host
+            return f"invalid IPv4 address {host!r}"
+        return None
     if _HOSTNAME.fullmatch(host):
-        return host
+        return None
     if allow_bare_ipv6 and _is_ipv6(host):
-        return host
-    raise ParseError(f"invalid host {host!r}")
+        return None
+    return f"invalid host {host!r}"
 
 
 def _is_ipv6(text: str) -> bool:

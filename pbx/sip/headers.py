@@ -176,7 +176,8 @@ def _parse_via(text: str) -> Via:
     if not sep:
         raise ParseError(f"invalid Via {value!r}")
     parts = proto
-    if len(parts) != 3 or not all(abnf.is_token(p) for p in parts):
+    is_token = abnf.is_token
+    if len(parts) != 3 or not (is_token(parts[0]) and is_token(parts[1]) and is_token(parts[2])):
         raise ParseError(f"invalid Via sent-protocol in {value!r}")
     sent_by, semi, params_text = rest.partition(";")
     sent_by = sent_by.strip()

@@ -269,7 +269,7 @@ class Message:
         return value
 
     def _optional_single(self, name: str) -> str | None:
-        lines = self.headers.lines(name)
+        lines = self.headers._lookup(name)  # not lines(): no copy needed to read one
         if not lines:
             return None
         if len(lines) > 1:

@@ -52,7 +52,7 @@ class Params:
     def _find(self, name: str) -> int:
         lname = name.lower()
         for i, (n, _) in enumerate(self._items):
-            if n.lower() == lname:
+            if n == name or n.lower() == lname:  # the exact spelling saves a lower()
                 return i
         return -1
 
@@ -63,11 +63,14 @@ class Params:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value with quotes removed; ``default`` when absent; ``""`` for a bare flag."""
-        i = self._find(name)
-        if i < 0:
-            return default
-        value = self._items[i][1]
-        return "" if value is None else unquote(value)
+        # _find inlined: this runs several times for every message (branch, tag, rport...).
+        lname = name.lower()
+        for n, value in self._items:
+            if n == name or n.lower() == lname:
+                if value is None:
+                    return ""
+                return unquote(value) if value[:1] == '"' else value
+        return default
 
     def with_(self, name: str, value: str | None) -> Params:
         """A copy with ``name`` set (replacing in place, or appended)."""

@@ -124,6 +124,8 @@ Uri = SipUri | AbsoluteUri
 def parse_uri(text: str) -> Uri:
     """Parse a SIP/SIPS URI or an absolute URI of another scheme; raise :class:`ParseError`."""
     scheme, colon, rest = text.partition(":")
+    if colon and scheme in ("sip", "sips"):
+        return parse_sip_uri(text)  # the usual spelling, no need to check the scheme's syntax
     if not colon or not abnf.SCHEME.fullmatch(scheme):
         raise ParseError(f"invalid URI {text!r}")
     if scheme.lower() in ("sip", "sips"):
