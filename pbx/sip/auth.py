@@ -37,6 +37,8 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache, partial
+from typing import Any
 
 from pbx.sip.errors import LocalProtocolError, ParseError, RemoteProtocolError
 from pbx.sip.randomness import random_bytes as pooled_random
@@ -100,6 +102,11 @@ _HASHES: dict[str, str] = {
     if hashlib_name in hashlib.algorithms_available
 }
 _STRENGTH: dict[str, int] = {name: len(_HASHES) - i for i, name in enumerate(_HASHES)}
+# Token -> constructor: hashlib.md5 and hashlib.sha256 directly, cheaper than hashlib.new.
+_HASH_NEW: dict[str, Callable[[bytes], Any]] = {
+    name: getattr(hashlib, hashlib_name, None) or partial(hashlib.new, hashlib_name)
+    for name, hashlib_name in _HASHES.items()
+}
 
 #: Every algorithm token this module can compute, canonical spelling, strongest first.
 SUPPORTED_ALGORITHMS: tuple[str, ...] = tuple(
@@ -107,6 +114,7 @@ SUPPORTED_ALGORITHMS: tuple[str, ...] = tuple(
 )
 
 
+@lru_cache(maxsize=64)
 def _split_algorithm(algorithm: str | None) -> tuple[str, bool] | None:
     """``"sha-256-SESS"`` -> ``("SHA-256", True)``; absent means MD5 (RFC 7616 §3.3)."""
     name = algorithm or "MD5"
@@ -129,7 +137,8 @@ def _canonical(algorithm: str) -> str:
 def _h(hash_name: str, data: str | bytes) -> str:
     # surrogatepass: never fail on a str; parsed values hold no surrogates anyway.
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    return hashlib.new(_HASHES[hash_name], raw).hexdigest()
+    hexdigest: str = _HASH_NEW[hash_name](raw).hexdigest()
+    return hexdigest
 
 
 def ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
@@ -297,6 +306,8 @@ def _extra(
 
 
 def _render(parts: list[str], extra: tuple[tuple[str, str], ...], known: Iterable[str]) -> str:
+    if not extra:
+        return "Digest " + ", ".join(parts)
     seen = {p.split("=", 1)[0].lower() for p in parts} | set(known)
     for name, value in extra:
         if not _is_token(name) or name.lower() in seen:

@@ -79,11 +79,14 @@ class Headers:
         self._index: dict[str, list[str]] | None = None
 
     @classmethod
-    def _trusted(cls, items: tuple[tuple[str, str], ...]) -> Headers:
-        """Build from items whose names are already canonical (the parser's fast path)."""
+    def _trusted(
+        cls, items: tuple[tuple[str, str], ...], index: dict[str, list[str]] | None = None
+    ) -> Headers:
+        """Build from items whose names are already canonical (the parser's fast path), and
+        their index by name when the caller built it on the way (it must match ``items``)."""
         obj = cls.__new__(cls)
         obj._items = items
-        obj._index = None
+        obj._index = index
         return obj
 
     def _lookup(self, name: str) -> list[str]:

@@ -106,6 +106,7 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[Request | Response, list[s
         raise MessageTooLarge(f"more than {limits.max_headers} header lines", 400)
     start = lines[0]
     items: list[tuple[str, str]] = []
+    index: dict[str, list[str]] = {}
     length_lines: list[str] = []
     bad_header: str | None = None
     for line in lines[1:]:
@@ -123,11 +124,18 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[Request | Response, list[s
         elif not colon:
             bad_header = bad_header or f"malformed header line {line[:40]!r}"
             continue
+        value = value.strip(" \t")
         if canonical == "Content-Length":
-            length_lines.append(value.strip(" \t"))
+            length_lines.append(value)
         else:
-            items.append((canonical, value.strip(" \t")))
-    headers = Headers._trusted(tuple(items))
+            items.append((canonical, value))
+            # The lookup index, built here rather than by a second pass over the lines.
+            same = index.get(canonical)
+            if same is None:
+                index[canonical] = [value]
+            else:
+                same.append(value)
+    headers = Headers._trusted(tuple(items), index)
     message = _parse_start_line(start, headers)
     if bad_header is not None:
         raise _reaction(message, bad_header)

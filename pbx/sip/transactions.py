@@ -399,6 +399,8 @@ def _response_peer(stamped: Via, source: Peer) -> Peer:
         return source
     host = stamped.received or _bare_host(stamped.host)
     port = stamped.rport or stamped.port or DEFAULT_PORT
+    if host == source.host and port == source.port and source.connection is None:
+        return source  # the usual case: answer where it came from (an equal, immutable Peer)
     return Peer(source.transport, host, port)
 
 
