@@ -104,6 +104,9 @@ class Authenticator:
         )
         # DigestServer sorts its challenges strongest first; we send them in the given order.
         self._rank = {name.upper(): i for i, name in enumerate(algorithms)}
+        # stale -> the challenge header values in sending order, each split around its nonce
+        # (see _challenge_values): only the nonce changes from one challenge to the next.
+        self._templates: dict[bool, list[tuple[str, str]]] = {}
 
     def check(self, request: Request, now: float, *, proxy: bool = False) -> str | Response:
         """The authenticated extension number, or the response to send instead.
@@ -144,17 +147,32 @@ class Authenticator:
         self, request: Request, now: float, *, stale: bool = False, proxy: bool = False
     ) -> Response:
         """A 401 (407 with ``proxy``) with one challenge per algorithm, in the given order."""
-        challenges = sorted(
-            self.server.challenges(now, stale),
-            key=lambda c: self._rank.get((c.algorithm or "MD5").upper(), len(self._rank)),
-        )
         header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         return make_response(
             request,
             407 if proxy else 401,
             to_tag=new_tag(),
-            extra=[(header, c.to_header()) for c in challenges],
+            extra=[(header, value) for value in self._challenge_values(now, stale)],
         )
+
+    def _challenge_values(self, now: float, stale: bool) -> list[str]:
+        """``Challenge.to_header()`` of each of ``server.challenges(now, stale)``, in the given
+        order. Rendered once per ``stale`` and cut around the nonce; each call then only
+        draws fresh nonces (base64url text: quoting leaves it as is)."""
+        templates = self._templates.get(stale)
+        if templates is None:
+            challenges = sorted(
+                self.server.challenges(now, stale),
+                key=lambda c: self._rank.get((c.algorithm or "MD5").upper(), len(self._rank)),
+            )
+            templates = []
+            for c in challenges:
+                before, nonce, after = c.to_header().partition(f'nonce="{c.nonce}"')
+                assert nonce, "the nonce is quoted verbatim"
+                templates.append((before + 'nonce="', '"' + after))
+            self._templates[stale] = templates
+        make_nonce = self.server.make_nonce
+        return [before + make_nonce(now) + after for before, after in templates]
 
 
 def _uri_matches(digest_uri: str | None, request_uri: Uri) -> bool:

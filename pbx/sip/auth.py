@@ -28,7 +28,7 @@ Client side::
 
 from __future__ import annotations
 
-import base64
+import binascii
 import enum
 import hashlib
 import hmac
@@ -515,8 +515,14 @@ _NONCE_MAC = 16
 _NONCE_RAW = 8 + _NONCE_RANDOM + _NONCE_MAC
 
 
+# base64.urlsafe_b64encode/decode, without their Python-level wrapping (twice per nonce).
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    encoded = binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE)
+    return encoded.rstrip(b"=").decode("ascii")
 
 
 def _unb64(text: str) -> bytes | None:
@@ -524,8 +530,9 @@ def _unb64(text: str) -> bytes | None:
     if len(text) != (_NONCE_RAW * 4 + 2) // 3 or not text.isascii():
         return None
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except ValueError:
+        padded = (text + "=" * (-len(text) % 4)).encode("ascii")
+        raw = binascii.a2b_base64(padded.translate(_FROM_URLSAFE))
+    except ValueError:  # binascii.Error is a ValueError
         return None
     return raw if _b64(raw) == text else None
 

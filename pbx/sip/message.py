@@ -89,7 +89,7 @@ class Headers:
         obj._index = index
         return obj
 
-    def _lookup(self, name: str) -> list[str]:
+    def _indexed(self) -> dict[str, list[str]]:
         index = self._index
         if index is None:
             index = {}
@@ -99,6 +99,12 @@ class Headers:
                 else:
                     index[n] = [v]
             self._index = index
+        return index
+
+    def _lookup(self, name: str) -> list[str]:
+        index = self._index
+        if index is None:
+            index = self._indexed()
         found = index.get(name)
         if found is None and name not in h.CANONICAL_SET:
             found = index.get(h.canonical_name(name))
@@ -143,9 +149,7 @@ class Headers:
 
     def repeated(self) -> list[str]:
         """Names that appear on more than one line."""
-        self._lookup("")
-        assert self._index is not None
-        return [name for name, lines in self._index.items() if len(lines) > 1]
+        return [name for name, lines in self._indexed().items() if len(lines) > 1]
 
     def add(self, name: str, value: str, *, first: bool = False) -> Headers:
         item = (h.canonical_name(name), value)
