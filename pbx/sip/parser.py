@@ -27,6 +27,7 @@ _CONTROL = re.compile(r"(?<!\\)[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CONTROL_OCTETS = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 _VERSION = re.compile(r"[Ss][Ii][Pp]/\d+\.\d+")
 _CANONICAL = h.CANONICAL_NAMES
+_EXACT = {name: name for name in h.CANONICAL_SET}  # spelled canonically: no lower() needed
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,7 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[Request | Response, list[s
         if controls and (_CONTROL.search(line) or "\r" in line):
             bad_header = bad_header or f"control character in header line {line[:40]!r}"
             continue
-        canonical = _CANONICAL.get(name.lower())
+        canonical = _EXACT.get(name) or _CANONICAL.get(name.lower())
         if canonical is None:
             if not colon or not abnf.is_token(name):
                 bad_header = bad_header or f"malformed header line {line[:40]!r}"

@@ -141,8 +141,8 @@ def parse_sip_uri(text: str) -> SipUri:
     m = _SIP_URI.fullmatch(text)
     if m is None:
         raise ParseError(f"invalid SIP URI {text!r}")
+    scheme, userinfo, hostport, raw_params, raw_headers = m.groups()  # one call, not five
     user = password = None
-    userinfo = m.group("userinfo")
     if userinfo is not None:
         user, colon, pw = userinfo.partition(":")
         if not abnf.USER.fullmatch(user):
@@ -151,14 +151,12 @@ def parse_sip_uri(text: str) -> SipUri:
             if not abnf.PASSWORD.fullmatch(pw):
                 raise ParseError(f"invalid password part in {text!r}")
             password = pw
-    host, port = _split_hostport(m.group("hostport"), text)
-    raw_params = m.group("params")
+    host, port = _split_hostport(hostport, text)
     params = Params(_parse_uri_params(raw_params[1:], text)) if raw_params else Params()
-    raw_headers = m.group("headers")
     headers: tuple[tuple[str, str], ...] = ()
     if raw_headers is not None:
         headers = _parse_uri_headers(raw_headers, text)
-    return SipUri(host, user, port, m.group("scheme").lower(), password, params, headers)
+    return SipUri(host, user, port, scheme.lower(), password, params, headers)
 
 
 def _split_hostport(hostport: str, text: str) -> tuple[str, int | None]:
