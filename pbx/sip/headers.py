@@ -203,7 +203,7 @@ def _parse_via(text: str) -> Via:
     rport = params.get("rport")
     if rport:
         abnf.check_port(rport)
-    if "branch" in params and not params.get("branch"):
+    if params.get("branch") == "":  # present, but empty (a flag or "")
         raise ParseError(f"empty Via branch in {value!r}")
     return Via(parts[2].upper(), host, port, params, f"{parts[0].upper()}/{parts[1].strip()}")
 

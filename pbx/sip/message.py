@@ -204,7 +204,10 @@ class Message:
 
     @cached_property
     def via(self) -> tuple[h.Via, ...]:
-        return tuple(h.parse_via(v) for v in self.headers.values("Via"))
+        values = self.headers.values("Via")
+        if len(values) == 1:
+            return (h.parse_via(values[0]),)  # the usual request: no generator needed
+        return tuple(h.parse_via(v) for v in values)
 
     @property
     def top_via(self) -> h.Via:
