@@ -262,6 +262,10 @@ def _parse_digest(value: str) -> dict[str, tuple[str, str]]:
     while True:
         p = _PARAM.match(text, pos)
         if p is None:
+            # After a comma, nothing but blanks: a trailing comma. (Checked only here: a
+            # parameter needs a token, so blanks alone never match.)
+            if params and _ONLY_BLANKS.match(text, pos) is not None:
+                raise ParseError("trailing comma in auth header")
             raise ParseError(f"malformed auth parameter at offset {pos} of auth header")
         name, quoted, bare, sep = p.groups()
         if quoted is None:
@@ -278,8 +282,6 @@ def _parse_digest(value: str) -> dict[str, tuple[str, str]]:
         pos = p.end()
         if not sep:
             return params
-        if _ONLY_BLANKS.match(text, pos) is not None:
-            raise ParseError("trailing comma in auth header")
 
 
 def _quote(value: str) -> str:
