@@ -48,6 +48,7 @@ from urllib.parse import unquote
 
 from pbx.endpoint import SipEndpoint
 from pbx.registrar import Registrar
+from pbx.runtime import SurvivorFreezer
 from pbx.sip.dialog import DialogTable, new_tag
 from pbx.sip.events import Event, Peer, RequestReceived, Transmit
 from pbx.sip.parser import DEFAULT_LIMITS
@@ -649,11 +650,14 @@ class RegistrarWorker:
                 self.bindings.index.remove_all(number)
 
     async def _sweep(self) -> None:
-        """Hello now and every HEARTBEAT seconds; expired bindings out every sweep."""
+        """Hello now and every HEARTBEAT seconds; the collector kept to young objects (see
+        SurvivorFreezer); expired bindings out every sweep."""
         swept = time.monotonic()
+        freezer = SurvivorFreezer()
         while True:
             self._send(HELLO)
             await asyncio.sleep(HEARTBEAT)
+            freezer.tick(time.monotonic())
             if time.monotonic() - swept >= self._sweep_interval:
                 self.bindings.expire(self._clock())
                 swept = time.monotonic()

@@ -402,7 +402,9 @@ class Transaction:
     ) -> None:
         self.key = key
         self.machine = machine
-        self.request = request
+        # None once a non-INVITE server transaction has sent its final response: see
+        # ServerTransaction._act.
+        self.request: Request | None = request
         self.peer = peer  # the next hop: where requests (client) or responses (server) go
         self.schedule = schedule
         self.out = out
@@ -531,6 +533,7 @@ class ClientTransaction(Transaction):
         elif action is A.SEND_ACK:
             assert response is not None
             if self.ack_bytes is None:
+                assert self.request is not None  # client transactions keep theirs
                 self.ack_bytes = bytes(build_ack(self.request, response))
             self.out.transmits.append(Transmit(self.ack_bytes, self.peer))
         elif action is A.TRANSPORT_FAILED:
@@ -596,6 +599,11 @@ class ServerTransaction(Transaction):
             self.response = response
             self.response_bytes = bytes(response)
             self.out.transmits.append(Transmit(self.response_bytes, self.peer))
+            if response.status >= 200 and self.machine is SERVER_NON_INVITE:
+                # Completed only resends these bytes for 64*T1 (Timer J). The parsed request
+                # and response are dozens of tracked objects each: at thousands of REGISTERs
+                # a second, keeping them 32 s made the cyclic GC's scans take up to a second.
+                self.request = self.response = None
         elif action is A.RESEND_RESPONSE:
             if self.response_bytes is not None:
                 self.out.transmits.append(Transmit(self.response_bytes, self.peer))
@@ -605,6 +613,7 @@ class ServerTransaction(Transaction):
             self.out.events.append(AckReceived(ack, source, self.key))
         elif action is A.ACK_TIMEOUT:
             if not self.acked:
+                assert self.request is not None  # an INVITE transaction keeps its request
                 self.out.events.append(AckTimeout(self.key, self.request))
         else:
             return super()._act(action, now, response, source, ack)

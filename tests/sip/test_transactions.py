@@ -7,6 +7,8 @@ Time is only ever passed in: every timer is driven through ``next_timer``/``hand
 
 from __future__ import annotations
 
+import gc
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -488,6 +490,25 @@ def test_non_invite_server_absorbs_retransmissions_and_ends_on_timer_j() -> None
     run_timers(layer, 100.0)
     assert layer.events() == [TransactionTerminated(key)]
     assert len(layer) == 0
+
+
+def test_a_completed_non_invite_server_keeps_only_the_bytes_it_resends() -> None:
+    """Completed lasts 64*T1 only to resend the final response: the parsed request and
+    response (dozens of objects the cyclic GC would scan) are let go at once."""
+    layer = TransactionLayer()
+    register = phone("REGISTER", branch="z9hG4bK-reg-1", uri="sip:pbx.example.com")
+    key = received(layer, register)
+    final = make_response(register, 200, to_tag="pbx-r")
+    watched = weakref.ref(final)
+    layer.send_response(key, final, 1.0)
+    wire = bytes(final)
+    del final
+    gc.collect()
+    assert watched() is None  # nothing holds the parsed response any more
+    tx = layer._servers[key]
+    assert tx.request is None and tx.response is None
+    layer.receive(register, PHONE, 2.0)  # a retransmission gets the very same bytes
+    assert [t.data for t in layer.transmits()] == [wire, wire]
 
 
 def test_same_branch_different_method_or_sent_by_are_different_transactions() -> None:
