@@ -57,9 +57,9 @@ class SipCore:
         self.endpoint = SipEndpoint(
             self, timers=settings.timers, advertised_host=settings.advertised_host
         )
+        self.guard = Guard(settings.guard)  # sees every request's source first
         # REGISTERs over UDP go to worker processes when there are any (the composition
         # root knows how to start one); the core's registrar answers the rest.
-        self.guard = Guard(settings.guard)
         count = settings.worker_count if spawn_worker is not None else 0
         self.pool = (
             RegistrarPool(count, spawn_worker, store.bindings, self._failed)

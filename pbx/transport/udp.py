@@ -48,8 +48,8 @@ class UdpTransport(asyncio.DatagramProtocol):
         self._transport: _DatagramSocket | None = None
         self._local: tuple[str, int] = ("", 0)
         self.stats = TransportStats()
-        # Sees each datagram first; True means it took it (pbx.registrar_workers hands
-        # REGISTERs to other processes this way). None: everything is parsed here.
+        # Sees each datagram first; True means it took it (the core drops banned sources and
+        # hands REGISTERs to its registrar workers this way). None: everything is parsed here.
         self.divert: Callable[[bytes, Peer], bool] | None = None
 
     @classmethod
