@@ -64,7 +64,6 @@ def worker_spawner(
 
 
 async def registrar_worker_main() -> int:
-    from appliance.files import secret_file  # noqa: PLC0415
     from appliance.logs import setup_logging  # noqa: PLC0415
     from appliance.store.database import open_database  # noqa: PLC0415
     from appliance.store.schema import LOCAL, METADATA  # noqa: PLC0415
@@ -83,7 +82,7 @@ async def registrar_worker_main() -> int:
     local = open_database(data / LOCAL_DB, LOCAL, private=True)
     try:
         directory = SqliteDirectory(metadata, local)
-        key = secret_file(data / "nonce.key", b"")
+        key = (data / "nonce.key").read_bytes()  # the core made it; a worker only reads
         worker = RegistrarWorker(
             socket.socket(fileno=spec["channel_fd"]),
             socket.socket(fileno=spec["udp_fd"]),
