@@ -197,6 +197,24 @@ class Recordings:
 
     # -------------------------------------------------------------- call records
 
+    def audited(
+        self,
+        action: str,
+        info: RecordingInfo,
+        *,
+        actor: str = ACTOR,
+        origin: Origin = "box",
+        **detail: object,
+    ) -> None:
+        """One audit event about ``info``; its detail always names the call."""
+        self.audit.append(
+            action,
+            actor=actor,
+            origin=origin,
+            target=info.id,
+            detail={"call_id": info.call_id, **detail},
+        )
+
     def mark_call(self, info: RecordingInfo) -> None:
         """Put the recording's id and state on its call record. After a crash the call never
         got one: a minimal record is written from what the recording knows."""
@@ -277,18 +295,13 @@ class Recordings:
         )
         self.catalog.put(info)
         self.mark_call(info)
-        self.audit.append(
+        self.audited(
             "recording.recovered",
-            actor=ACTOR,
-            origin="box",
-            target=info.id,
-            detail={
-                "call_id": info.call_id,
-                "duration": info.duration,
-                "size": size,
-                "sha256": sha256,
-                "discarded_bytes": discarded,
-            },
+            info,
+            duration=info.duration,
+            size=size,
+            sha256=sha256,
+            discarded_bytes=discarded,
         )
         return info
 
@@ -306,13 +319,7 @@ class Recordings:
         )
         self.catalog.put(info)
         self.mark_call(info)
-        self.audit.append(
-            "recording.failed",
-            actor=ACTOR,
-            origin="box",
-            target=info.id,
-            detail={"call_id": info.call_id, "reason": why},
-        )
+        self.audited("recording.failed", info, reason=why)
         return info
 
     # -------------------------------------------------------------- retention
@@ -356,12 +363,13 @@ class Recordings:
         self.mark_call(info)
         if not audit:
             return info
-        self.audit.append(
+        self.audited(
             "recording.deleted",
+            info,
             actor=actor,
             origin=origin,
-            target=info.id,
-            detail={"call_id": info.call_id, "reason": reason, "file_existed": existed},
+            reason=reason,
+            file_existed=existed,
         )
         return info
 
@@ -409,9 +417,7 @@ class Recordings:
         """A random-access reader over the recording's WAV (for playback); audited."""
         info = self._readable(recording_id)
         reader = self.reader(recording_id, identities)
-        self.audit.append(
-            action, actor=actor, origin=origin, target=info.id, detail={"call_id": info.call_id}
-        )
+        self.audited(action, info, actor=actor, origin=origin)
         return reader
 
     def reader(self, recording_id: str, identities: Sequence[Identity]) -> AgeReader:
@@ -440,13 +446,7 @@ class Recordings:
                 while block := reader.read(1 << 20):
                     out.write(block)
                     written += len(block)
-        self.audit.append(
-            "recording.exported",
-            actor=actor,
-            origin=origin,
-            target=info.id,
-            detail={"call_id": info.call_id, "to": str(destination)},
-        )
+        self.audited("recording.exported", info, actor=actor, origin=origin, to=str(destination))
         return written
 
     def _readable(self, recording_id: str) -> RecordingInfo:
@@ -600,16 +600,8 @@ class CallRecorder:
             code = "recording.disk-full" if full else "recording.storage-error"
             self._failed(info, code, f"cannot create the recording: {exc}")
             return
-        recordings.audit.append(
-            "recording.started",
-            actor=ACTOR,
-            origin="box",
-            target=info.id,
-            detail={
-                "call_id": info.call_id,
-                "path": info.path,
-                "recipients": list(info.recipients),
-            },
+        recordings.audited(
+            "recording.started", info, path=info.path, recipients=list(info.recipients)
         )
         outcome = await record_tap(tap, core, writer, clock=clock, interval=self.settings.interval)
         state = RecordingState.COMPLETE
@@ -646,18 +638,13 @@ class CallRecorder:
             size, sha256, plaintext = result
             info = replace(info, size=size, sha256=sha256, duration=_duration(plaintext))
         recordings.catalog.put(info)
-        recordings.audit.append(
+        recordings.audited(
             "recording.finished",
-            actor=ACTOR,
-            origin="box",
-            target=info.id,
-            detail={
-                "call_id": info.call_id,
-                "state": info.state.value,
-                "duration": info.duration,
-                "size": info.size,
-                "sha256": info.sha256,
-            },
+            info,
+            state=info.state.value,
+            duration=info.duration,
+            size=info.size,
+            sha256=info.sha256,
         )
         self._settle(info)
 
@@ -688,13 +675,7 @@ class CallRecorder:
         log.error("recording of call %s failed: %s", info.call_id, message)
         recordings.alarms.raise_alarm(ACTOR, code, message, self.clock())
         recordings.catalog.put(info)
-        recordings.audit.append(
-            "recording.failed",
-            actor=ACTOR,
-            origin="box",
-            target=info.id,
-            detail={"call_id": info.call_id, "reason": code},
-        )
+        recordings.audited("recording.failed", info, reason=code)
         self._settle(info)
 
     async def close(self, timeout: float = 10.0) -> None:
