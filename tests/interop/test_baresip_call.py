@@ -10,7 +10,6 @@ in 102's recording, and at the box's call record and bindings.
 from __future__ import annotations
 
 import asyncio
-import math
 import struct
 import time
 import wave
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 from support.baresip import BARESIP, Baresip, PhoneConfig, run_baresip
 from support.ports import free_port
+from support.tones import RATE, goertzel_power, sine_pcm, tone_seconds
 
 from appliance.store import open_store
 from pbx.service import SipCore
@@ -33,7 +33,6 @@ pytestmark = [
 ]
 
 PASSWORDS = {"101": "Secret-101", "102": "Secret-102"}
-RATE = 8000  # PCMU's clock: aufile wants the WAV at the codec's rate
 TONE_HZ = 1000.0
 TONE_S = 4.0
 
@@ -58,14 +57,11 @@ async def box(tmp_path: Path) -> AsyncIterator[tuple[SipCore, Store]]:
 
 def write_tone(path: Path, seconds: float = TONE_S, hz: float = TONE_HZ) -> None:
     """8 kHz mono 16-bit sine at half scale."""
-    frames = b"".join(
-        struct.pack("<h", round(16000 * math.sin(2 * math.pi * hz * n / RATE)))
-        for n in range(int(seconds * RATE))
-    )
+    frames = sine_pcm(hz, seconds, 16000)
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
-        out.setframerate(RATE)
+        out.setframerate(RATE)  # PCMU's clock: aufile wants the WAV at the codec's rate
         out.writeframes(frames)
 
 
@@ -76,15 +72,6 @@ def read_wav(path: Path) -> tuple[list[int], int]:
         return list(struct.unpack(f"<{len(raw) // 2}h", raw)), wav.getframerate()
 
 
-def goertzel_power(block: list[int], hz: float, rate: int) -> float:
-    """Power of ``block`` at ``hz`` (no numpy in the venv, so one Goertzel bin at a time)."""
-    coeff = 2 * math.cos(2 * math.pi * hz / rate)
-    s1 = s2 = 0.0
-    for x in block:
-        s1, s2 = x + coeff * s1 - s2, s1
-    return s1 * s1 + s2 * s2 - coeff * s1 * s2
-
-
 def dominant_frequency(samples: list[int], rate: int) -> float:
     """The strongest frequency of ``samples`` between 300 and 3400 Hz: a coarse 10 Hz scan,
     then 1 Hz steps around the best bin."""
@@ -92,20 +79,6 @@ def dominant_frequency(samples: list[int], rate: int) -> float:
     return float(
         max(range(coarse - 10, coarse + 11), key=lambda f: goertzel_power(samples, f, rate))
     )
-
-
-def tone_seconds(samples: list[int], rate: int, hz: float = TONE_HZ) -> float:
-    """How long the tone is there: 20 ms blocks whose energy is mostly at ``hz``.
-    For a pure sine of amplitude A over N samples, the Goertzel power is (A N / 2)^2 and the
-    block energy A^2 N / 2, so their ratio 2 P / (N E) is 1; silence or noise gives ~0."""
-    n = rate // 50
-    found = 0
-    for start in range(0, len(samples) - n + 1, n):
-        block = samples[start : start + n]
-        energy = sum(x * x for x in block)
-        if energy > n * 100**2 and 2 * goertzel_power(block, hz, rate) / (n * energy) > 0.5:
-            found += 1
-    return found * n / rate
 
 
 async def registered(store: Store, number: str, timeout: float = 10) -> Binding:
@@ -193,13 +166,13 @@ async def test_two_baresip_phones_call_through_the_box_and_the_tone_arrives(
         samples, rate = recording(heard_by_102)
         assert rate == RATE
         heard = dominant_frequency(samples, rate)
-        seconds = tone_seconds(samples, rate)
+        seconds = tone_seconds(samples, TONE_HZ, rate)
         print(f"102 heard {heard:.0f} Hz for {seconds:.2f} s of {len(samples) / rate:.2f} s")
         assert abs(heard - TONE_HZ) <= 0.02 * TONE_HZ
         assert seconds >= 1.0
         # And 101 heard it back from 102's echo: audio went through the box both ways.
         samples, rate = recording(heard_by_101)
-        echo = tone_seconds(samples, rate)
+        echo = tone_seconds(samples, TONE_HZ, rate)
         print(f"101 heard the echo for {echo:.2f} s")
         assert echo >= 1.0
     except BaseException:  # the phones' SIP traces say what went wrong

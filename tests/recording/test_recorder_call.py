@@ -25,9 +25,9 @@ from support.recording_box import (
     send_rtp,
     talk,
     tone,
-    tone_seconds,
     udp_socket,
 )
+from support.tones import tone_seconds
 
 from pbx.recording.catalog import RecordingState
 from pbx.recording.service import wants_recording

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from support.agetool import age, keygen, needs_age
 from support.daemon import BoxDaemon, put_binding
-from support.recording_box import agent, read_wav, talk, tone_seconds, udp_socket
+from support.recording_box import agent, read_wav, talk, udp_socket
+from support.tones import tone_seconds
 
 from appliance.daemon import prepare_data
 from appliance.recordings import open_recordings, start_box_recording

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import math
 import os
 import re
 import socket
@@ -43,11 +42,11 @@ from pbx.store import (
     RecordPolicy,
 )
 from support.agent import Agent, AgentConfig, wait_answered
+from support.tones import sine_pcm
 from support.wait import wait_for
 
 PASSWORD = "Secret-101"
 FAST = TimerConfig(t1=0.05, t2=0.4, t4=0.5)
-RATE = 8000
 
 
 @dataclass
@@ -111,12 +110,7 @@ def bind(store: SqliteStore, number: str, port: int) -> None:
 
 def tone(hz: float, seconds: float, amplitude: float = 8000) -> bytes:
     """A sine as μ-law codes at 8 kHz."""
-    count = round(seconds * RATE)
-    pcm = b"".join(
-        struct.pack("<h", round(amplitude * math.sin(2 * math.pi * hz * n / RATE)))
-        for n in range(count)
-    )
-    return ulaw_encode(pcm)
+    return ulaw_encode(sine_pcm(hz, seconds, amplitude))
 
 
 async def send_rtp(
@@ -275,27 +269,6 @@ def read_wav(data: bytes) -> Wav:
     assert width == 2
     samples = struct.unpack(f"<{len(raw) // 2}h", raw)
     return Wav(channels, rate, frames, list(samples[0::2]), list(samples[1::2]))
-
-
-def goertzel_power(block: list[int], hz: float, rate: int = RATE) -> float:
-    coeff = 2 * math.cos(2 * math.pi * hz / rate)
-    s1 = s2 = 0.0
-    for x in block:
-        s1, s2 = x + coeff * s1 - s2, s1
-    return s1 * s1 + s2 * s2 - coeff * s1 * s2
-
-
-def tone_seconds(samples: list[int], hz: float, rate: int = RATE) -> float:
-    """How long ``hz`` is there: 20 ms blocks whose energy is mostly at ``hz`` (for a pure
-    sine the ratio 2 P / (N E) is 1; silence, noise or another tone give ~0)."""
-    n = rate // 50
-    found = 0
-    for start in range(0, len(samples) - n + 1, n):
-        block = samples[start : start + n]
-        energy = sum(x * x for x in block)
-        if energy > n * 100**2 and 2 * goertzel_power(block, hz, rate) / (n * energy) > 0.5:
-            found += 1
-    return found * n / rate
 
 
 # ------------------------------------------------------------------------------ catalog

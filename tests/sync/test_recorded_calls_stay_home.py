@@ -25,11 +25,11 @@ from support.recording_box import (
     read_wav,
     recording_box,
     talk,
-    tone_seconds,
     udp_socket,
 )
 from support.s3 import ACCESS_KEY, SECRET_KEY, S3Peer
 from support.syncing import s3_settings
+from support.tones import tone_seconds
 
 from appliance.store import LOCAL_DB
 from appliance.sync import SyncService, restore_metadata
