@@ -2,8 +2,8 @@
 ``edgepbx run``, measured from outside (CPU from /proc, stacks with py-spy), stopped by PID.
 
 * :func:`provision` writes extensions (one shared password) into a data folder with
-  :func:`appliance.store.open_store`, as the admin UI would, before the box starts;
-  :func:`put_binding` adds a registration (a SIPp UAS cannot REGISTER by itself).
+  :func:`appliance.store.open_store`, as the admin UI would, before the box starts
+  (``support.daemon.put_binding`` adds a registration: a SIPp UAS cannot REGISTER).
 * :class:`BoxProcess` runs ``edgepbx run --host --port --data [--rtp-ports]`` in its own
   session and waits for its start-up banner. ``edgepbx run`` supervises the SIP core as a
   child process (appliance/daemon.py): CPU is that child's with its registrar workers',
@@ -67,31 +67,6 @@ def provision(
     finally:
         store.close()
     return created
-
-
-def put_binding(data_dir: Path, number: str, host: str, port: int) -> None:
-    """Register ``number`` at a UDP contact ``host:port`` (what a REGISTER would store)."""
-    from appliance.store import open_store  # noqa: PLC0415
-    from pbx.store import Binding  # noqa: PLC0415
-
-    store = open_store(data_dir)
-    try:
-        now = time.time()
-        store.bindings.put(
-            Binding(
-                aor=number,
-                contact=f"<sip:{number}@{host}:{port}>",
-                expires_at=now + 3600,
-                call_id=f"bench-{number}",
-                cseq=1,
-                source_transport="UDP",
-                source_host=host,
-                source_port=port,
-                updated_at=now,
-            )
-        )
-    finally:
-        store.close()
 
 
 def copy_data(template: Path, target: Path) -> Path:

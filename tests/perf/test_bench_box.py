@@ -81,12 +81,12 @@ from perf.box_process import (
     children,
     copy_data,
     provision,
-    put_binding,
     py_spy,
     sipp_ports,
     top_frames,
 )
 from support.bench import RESULTS, report
+from support.daemon import put_binding
 from support.kamailio import Kamailio
 from support.sipp import SCENARIOS, SippResult, run_sipp, start_sipp, write_users_csv
 

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.agent import loopback_binding
 from support.agetool import age, keygen, needs_age
 from support.recording_box import (
     agent,
     answer,
-    bind,
     finished,
     read_wav,
     recording_box,
@@ -54,7 +54,7 @@ async def test_a_call_is_recorded_and_each_tone_lands_in_its_channel(
     async with recording_box(tmp_path / "data", volatile_dir, [recipient]) as box:
         socks = udp_socket(), udp_socket()
         callee = await agent(socks[1].getsockname()[1])
-        bind(box.store, "102", callee.endpoint.local("UDP")[1])
+        box.store.bindings.put(loopback_binding("102", callee.endpoint.local("UDP")[1]))
         caller = await agent(socks[0].getsockname()[1])
         peer = Peer("UDP", "127.0.0.1", box.core.endpoint.local("UDP")[1])
         status = await talk(
@@ -133,7 +133,7 @@ async def test_policy_decides_which_calls_are_recorded(
     ) as box:
         socks = udp_socket(), udp_socket()
         callee = await agent(socks[1].getsockname()[1])
-        bind(box.store, "102", callee.endpoint.local("UDP")[1])
+        box.store.bindings.put(loopback_binding("102", callee.endpoint.local("UDP")[1]))
         caller = await agent(socks[0].getsockname()[1])
         peer = Peer("UDP", "127.0.0.1", box.core.endpoint.local("UDP")[1])
         assert (
@@ -155,7 +155,7 @@ async def test_no_recording_key_fails_the_recording_not_the_call(
     async with recording_box(tmp_path / "data", volatile_dir, []) as box:
         socks = udp_socket(), udp_socket()
         callee = await agent(socks[1].getsockname()[1])
-        bind(box.store, "102", callee.endpoint.local("UDP")[1])
+        box.store.bindings.put(loopback_binding("102", callee.endpoint.local("UDP")[1]))
         caller = await agent(socks[0].getsockname()[1])
         peer = Peer("UDP", "127.0.0.1", box.core.endpoint.local("UDP")[1])
         assert (
@@ -206,7 +206,7 @@ async def test_disk_full_stops_the_recording_cleanly_and_the_call_goes_on(
     async with recording_box(tmp_path / "data", volatile_dir, [recipient]) as box:
         socks = udp_socket(), udp_socket()
         callee = await agent(socks[1].getsockname()[1])
-        bind(box.store, "102", callee.endpoint.local("UDP")[1])
+        box.store.bindings.put(loopback_binding("102", callee.endpoint.local("UDP")[1]))
         caller = await agent(socks[0].getsockname()[1])
         peer = Peer("UDP", "127.0.0.1", box.core.endpoint.local("UDP")[1])
         call = await talk(
@@ -256,7 +256,7 @@ async def test_hold_then_a_new_stream_stays_in_step(
     async with recording_box(tmp_path / "data", volatile_dir, [recipient]) as box:
         socks = udp_socket(), udp_socket()
         callee = await agent(socks[1].getsockname()[1])
-        bind(box.store, "102", callee.endpoint.local("UDP")[1])
+        box.store.bindings.put(loopback_binding("102", callee.endpoint.local("UDP")[1]))
         caller = await agent(socks[0].getsockname()[1])
         peer = Peer("UDP", "127.0.0.1", box.core.endpoint.local("UDP")[1])
         call, to_box_a, to_box_b = await answer(peer, caller, callee, seconds=3.6)

@@ -9,7 +9,6 @@ import os
 import re
 import socket
 import struct
-import time
 import uuid
 import wave
 from collections.abc import AsyncIterator
@@ -33,7 +32,6 @@ from pbx.sip.message import build_request
 from pbx.sip.timers import TimerConfig
 from pbx.sip.uri import SipUri
 from pbx.store import (
-    Binding,
     CallRecord,
     Direction,
     Disposition,
@@ -89,23 +87,6 @@ async def recording_box(
     finally:
         await core.close()
         store.close()
-
-
-def bind(store: SqliteStore, number: str, port: int) -> None:
-    now = time.time()
-    store.bindings.put(
-        Binding(
-            aor=number,
-            contact=f"<sip:{number}@127.0.0.1:{port}>",
-            expires_at=now + 3600,
-            call_id=f"reg-{number}",
-            cseq=1,
-            source_transport="UDP",
-            source_host="127.0.0.1",
-            source_port=port,
-            updated_at=now,
-        )
-    )
 
 
 def tone(hz: float, seconds: float, amplitude: float = 8000) -> bytes:

@@ -17,10 +17,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from support.agent import loopback_binding
 from support.recording_box import (
     Box,
     agent,
-    bind,
     finished,
     read_wav,
     recording_box,
@@ -55,7 +55,7 @@ async def recorded_call(
     before = {r.call_id for r in box.store.cdr.search()}
     socks = udp_socket(), udp_socket()
     callee = await agent(socks[1].getsockname()[1])
-    bind(box.store, "102", callee.endpoint.local("UDP")[1])
+    box.store.bindings.put(loopback_binding("102", callee.endpoint.local("UDP")[1]))
     caller = await agent(socks[0].getsockname()[1])
     peer = Peer("UDP", "127.0.0.1", box.core.endpoint.local("UDP")[1])
     try:
