@@ -14,25 +14,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.agent import loopback_binding
 from support.agetool import age, keygen, needs_age
 from support.recording_box import (
-    agent,
-    answer,
     finished,
+    phones,
     read_wav,
     recording_box,
     send_rtp,
-    talk,
     tone,
-    udp_socket,
 )
 from support.tones import tone_seconds
 
 from pbx.recording.catalog import RecordingState
 from pbx.recording.service import wants_recording
 from pbx.recording.wav import HEADER_SIZE
-from pbx.sip.events import Peer
 from pbx.store import Disposition, RecordPolicy
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
@@ -52,21 +47,11 @@ async def test_a_call_is_recorded_and_each_tone_lands_in_its_channel(
 ) -> None:
     identity, recipient = site_key
     async with recording_box(tmp_path / "data", volatile_dir, [recipient]) as box:
-        socks = udp_socket(), udp_socket()
-        callee = await agent(socks[1].getsockname()[1])
-        box.store.bindings.put(loopback_binding("102", callee.endpoint.local("UDP")[1]))
-        caller = await agent(socks[0].getsockname()[1])
-        peer = Peer("UDP", "127.0.0.1", box.core.endpoint.local("UDP")[1])
-        status = await talk(
-            peer, caller, callee, *socks, seconds=2.5, caller_hz=CALLER_HZ, callee_hz=CALLEE_HZ
-        )
-        assert status == 200
-        (record,) = box.store.cdr.search()
-        info = await finished(box.recordings, record.call_id)
-        for ua in (caller, callee):
-            await ua.close()
-        for sock in socks:
-            sock.close()
+        async with phones(box.core, box.store) as pair:
+            status = await pair.talk(seconds=2.5, caller_hz=CALLER_HZ, callee_hz=CALLEE_HZ)
+            assert status == 200
+            (record,) = box.store.cdr.search()
+            info = await finished(box.recordings, record.call_id)
 
         # The metadata row: finalized, hashed, the recipient named; no audio, no key.
         assert info.state is RecordingState.COMPLETE
@@ -128,39 +113,27 @@ async def test_policy_decides_which_calls_are_recorded(
     assert not wants_recording("none", inb, out) and not wants_recording("inbound", None, None)
     # Through the box: nobody asked for recording, so the call has none.
     _, recipient = site_key
-    async with recording_box(
-        tmp_path / "data", volatile_dir, [recipient], caller_policy=RecordPolicy.INBOUND
-    ) as box:
-        socks = udp_socket(), udp_socket()
-        callee = await agent(socks[1].getsockname()[1])
-        box.store.bindings.put(loopback_binding("102", callee.endpoint.local("UDP")[1]))
-        caller = await agent(socks[0].getsockname()[1])
-        peer = Peer("UDP", "127.0.0.1", box.core.endpoint.local("UDP")[1])
-        assert (
-            await talk(peer, caller, callee, *socks, seconds=0.2, caller_hz=1, callee_hz=1) == 200
-        )
+    async with (
+        recording_box(
+            tmp_path / "data", volatile_dir, [recipient], caller_policy=RecordPolicy.INBOUND
+        ) as box,
+        phones(box.core, box.store) as pair,
+    ):
+        assert await pair.talk(seconds=0.2, caller_hz=1, callee_hz=1) == 200
         await asyncio.sleep(0.2)
         (record,) = box.store.cdr.search()
         assert record.recording_ref is None and record.recording_state is None
         assert box.recordings.catalog.list() == []
-        for ua in (caller, callee):
-            await ua.close()
-        for sock in socks:
-            sock.close()
 
 
 async def test_no_recording_key_fails_the_recording_not_the_call(
     tmp_path: Path, volatile_dir: Path
 ) -> None:
-    async with recording_box(tmp_path / "data", volatile_dir, []) as box:
-        socks = udp_socket(), udp_socket()
-        callee = await agent(socks[1].getsockname()[1])
-        box.store.bindings.put(loopback_binding("102", callee.endpoint.local("UDP")[1]))
-        caller = await agent(socks[0].getsockname()[1])
-        peer = Peer("UDP", "127.0.0.1", box.core.endpoint.local("UDP")[1])
-        assert (
-            await talk(peer, caller, callee, *socks, seconds=0.2, caller_hz=1, callee_hz=1) == 200
-        )
+    async with (
+        recording_box(tmp_path / "data", volatile_dir, []) as box,
+        phones(box.core, box.store) as pair,
+    ):
+        assert await pair.talk(seconds=0.2, caller_hz=1, callee_hz=1) == 200
         await asyncio.sleep(0.2)
         (record,) = box.store.cdr.search()
         (info,) = box.recordings.catalog.list()
@@ -169,10 +142,6 @@ async def test_no_recording_key_fails_the_recording_not_the_call(
         (alarm,) = box.recordings.alarms.active()
         assert alarm.code == "recording.no-key"
         assert [e.action for e in box.store.audit.events()] == ["recording.failed"]
-        for ua in (caller, callee):
-            await ua.close()
-        for sock in socks:
-            sock.close()
 
 
 # ------------------------------------------------------------------------------ disk full
@@ -203,16 +172,13 @@ async def test_disk_full_stops_the_recording_cleanly_and_the_call_goes_on(
     tmp_path: Path, volatile_dir: Path, site_key: tuple[Path, str], small_disk: Path
 ) -> None:
     identity, recipient = site_key
-    async with recording_box(tmp_path / "data", volatile_dir, [recipient]) as box:
-        socks = udp_socket(), udp_socket()
-        callee = await agent(socks[1].getsockname()[1])
-        box.store.bindings.put(loopback_binding("102", callee.endpoint.local("UDP")[1]))
-        caller = await agent(socks[0].getsockname()[1])
-        peer = Peer("UDP", "127.0.0.1", box.core.endpoint.local("UDP")[1])
-        call = await talk(
-            peer, caller, callee, *socks, seconds=3.0, caller_hz=CALLER_HZ, callee_hz=CALLEE_HZ,
-            hang_up=False, linger=1.5,
-        )  # fmt: skip
+    async with (
+        recording_box(tmp_path / "data", volatile_dir, [recipient]) as box,
+        phones(box.core, box.store) as pair,
+    ):
+        call = await pair.talk(
+            seconds=3.0, caller_hz=CALLER_HZ, callee_hz=CALLEE_HZ, hang_up=False, linger=1.5
+        )
         assert isinstance(call, asyncio.Future)
         # The disk filled while the call was up: the recording stopped, the call did not.
         (call_id,) = box.core.calls.calls
@@ -233,10 +199,6 @@ async def test_disk_full_stops_the_recording_cleanly_and_the_call_goes_on(
             "recording.started",
             "recording.finished",
         ]
-        for ua in (caller, callee):
-            await ua.close()
-        for sock in socks:
-            sock.close()
     # What was written before the disk filled is intact: one whole chunk, a valid WAV.
     wav = read_wav(age("-d", "-i", identity, path))
     assert (
@@ -253,26 +215,22 @@ async def test_hold_then_a_new_stream_stays_in_step(
     while the callee talks throughout. The caller's second stretch lands 2.2 s after its
     first, where it was spoken, not right after the first stretch."""
     identity, recipient = site_key
-    async with recording_box(tmp_path / "data", volatile_dir, [recipient]) as box:
-        socks = udp_socket(), udp_socket()
-        callee = await agent(socks[1].getsockname()[1])
-        box.store.bindings.put(loopback_binding("102", callee.endpoint.local("UDP")[1]))
-        caller = await agent(socks[0].getsockname()[1])
-        peer = Peer("UDP", "127.0.0.1", box.core.endpoint.local("UDP")[1])
-        call, to_box_a, to_box_b = await answer(peer, caller, callee, seconds=3.6)
+    async with (
+        recording_box(tmp_path / "data", volatile_dir, [recipient]) as box,
+        phones(box.core, box.store) as pair,
+    ):
+        call, to_box_a, to_box_b = await pair.answer(seconds=3.6)
         start = asyncio.get_running_loop().time() + 0.05
         await asyncio.gather(
-            send_rtp(socks[1], to_box_b, tone(CALLEE_HZ, 3.2), 0x2222, start),
-            send_rtp(socks[0], to_box_a, tone(CALLER_HZ, 1.0), 0x1111, start),
-            send_rtp(socks[0], to_box_a, tone(CALLER_HZ, 1.0), 0x3333, start + 2.2, 0x7FFF0000),
+            send_rtp(pair.socks[1], to_box_b, tone(CALLEE_HZ, 3.2), 0x2222, start),
+            send_rtp(pair.socks[0], to_box_a, tone(CALLER_HZ, 1.0), 0x1111, start),
+            send_rtp(
+                pair.socks[0], to_box_a, tone(CALLER_HZ, 1.0), 0x3333, start + 2.2, 0x7FFF0000
+            ),
         )
         assert await call == 200
         (record,) = box.store.cdr.search()
         info = await finished(box.recordings, record.call_id)
-        for ua in (caller, callee):
-            await ua.close()
-        for sock in socks:
-            sock.close()
     wav = read_wav(age("-d", "-i", identity, box.recordings.path(info)))
     assert 1.9 <= tone_seconds(wav.left, CALLER_HZ) <= 2.0
     assert 3.1 <= tone_seconds(wav.right, CALLEE_HZ) <= 3.2

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from appliance.recordings import open_recordings
 from appliance.store import SqliteStore, open_store
@@ -39,7 +40,7 @@ from pbx.store import (
     HangupSide,
     RecordPolicy,
 )
-from support.agent import Agent, AgentConfig, wait_answered
+from support.agent import Agent, AgentConfig, loopback_binding, wait_answered
 from support.tones import sine_pcm
 from support.wait import wait_for
 
@@ -130,6 +131,43 @@ async def agent(media_port: int) -> Agent:
     ua = Agent(AgentConfig(timers=FAST, media_port=media_port))
     await ua.start("UDP")
     return ua
+
+
+@dataclass
+class Phones:
+    """101 (``caller``) and 102 (``callee``), test agents with an RTP socket each
+    (``socks``, caller's first), and the box's SIP address (``peer``)."""
+
+    peer: Peer
+    caller: Agent
+    callee: Agent
+    socks: tuple[socket.socket, socket.socket]
+
+    async def talk(self, **options: Any) -> asyncio.Future[int] | int:
+        """:func:`talk` between these two phones."""
+        return await talk(self.peer, self.caller, self.callee, *self.socks, **options)
+
+    async def answer(
+        self, **options: Any
+    ) -> tuple[asyncio.Future[int], tuple[str, int], tuple[str, int]]:
+        """:func:`answer` between these two phones."""
+        return await answer(self.peer, self.caller, self.callee, **options)
+
+
+@asynccontextmanager
+async def phones(core: SipCore, store: SqliteStore) -> AsyncIterator[Phones]:
+    """Two phones for a call through ``core``, 102 registered in ``store``; closed after."""
+    socks = udp_socket(), udp_socket()
+    callee = await agent(socks[1].getsockname()[1])
+    store.bindings.put(loopback_binding("102", callee.endpoint.local("UDP")[1]))
+    caller = await agent(socks[0].getsockname()[1])
+    try:
+        yield Phones(Peer("UDP", "127.0.0.1", core.endpoint.local("UDP")[1]), caller, callee, socks)
+    finally:
+        for ua in (caller, callee):
+            await ua.close()
+        for sock in socks:
+            sock.close()
 
 
 async def register(ua: Agent, box: Peer, number: str, password: str, domain: str) -> int:

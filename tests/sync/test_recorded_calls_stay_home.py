@@ -17,15 +17,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from support.agent import loopback_binding
 from support.recording_box import (
     Box,
-    agent,
     finished,
+    phones,
     read_wav,
     recording_box,
-    talk,
-    udp_socket,
 )
 from support.s3 import ACCESS_KEY, SECRET_KEY, S3Peer
 from support.syncing import s3_settings
@@ -38,7 +35,6 @@ from pbx.recording.catalog import RecordingInfo, RecordingState
 from pbx.recording.keys import Keyring
 from pbx.recording.wav import HEADER_SIZE
 from pbx.sip.auth import ha1
-from pbx.sip.events import Peer
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
 
@@ -53,24 +49,13 @@ async def recorded_call(
 ) -> RecordingInfo:
     """101 calls 102 through the box, each sends its tone 1.2 s; the finished recording."""
     before = {r.call_id for r in box.store.cdr.search()}
-    socks = udp_socket(), udp_socket()
-    callee = await agent(socks[1].getsockname()[1])
-    box.store.bindings.put(loopback_binding("102", callee.endpoint.local("UDP")[1]))
-    caller = await agent(socks[0].getsockname()[1])
-    peer = Peer("UDP", "127.0.0.1", box.core.endpoint.local("UDP")[1])
-    try:
-        status = await talk(
-            peer, caller, callee, *socks, seconds=2.0, caller_hz=caller_hz, callee_hz=callee_hz,
-            linger=0.1, password=password,
-        )  # fmt: skip
+    async with phones(box.core, box.store) as pair:
+        status = await pair.talk(
+            seconds=2.0, caller_hz=caller_hz, callee_hz=callee_hz, linger=0.1, password=password
+        )
         assert status == 200
         (record,) = [r for r in box.store.cdr.search() if r.call_id not in before]
         return await finished(box.recordings, record.call_id)
-    finally:
-        for ua in (caller, callee):
-            await ua.close()
-        for sock in socks:
-            sock.close()
 
 
 def payload_offset(ciphertext: bytes) -> int:
