@@ -5,6 +5,7 @@ the trusted networks so 127.0.0.x sources are judged like strangers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -125,13 +126,13 @@ async def core(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
 
 async def test_a_password_guesser_is_banned_and_others_are_served(core: SipCore) -> None:
     target = core.endpoint.local("UDP")
-    phones = [
-        UdpPhone("4001", f"guess-{attempt}", domain=DOMAIN, host="127.0.0.1")
-        for attempt in range(5)
-    ]
-    right = UdpPhone("4001", PASSWORD, domain=DOMAIN, host="127.0.0.1")
-    office = UdpPhone("4001", PASSWORD, domain=DOMAIN, host="127.0.0.2")
-    try:
+    with contextlib.ExitStack() as stack:
+        phones = [
+            stack.enter_context(UdpPhone("4001", f"guess-{n}", domain=DOMAIN, host="127.0.0.1"))
+            for n in range(5)
+        ]
+        right = stack.enter_context(UdpPhone("4001", PASSWORD, domain=DOMAIN, host="127.0.0.1"))
+        office = stack.enter_context(UdpPhone("4001", PASSWORD, domain=DOMAIN, host="127.0.0.2"))
         for guesser in phones:
             assert await status(guesser, target) == 403
         await wait_for(lambda: core.guard.bans == 1)  # from a worker, the news travels
@@ -141,9 +142,6 @@ async def test_a_password_guesser_is_banned_and_others_are_served(core: SipCore)
         # The operator lifts the ban: the right password works from there again.
         assert core.guard.unban("127.0.0.1") and not core.guard.unban("127.0.0.1")
         assert await status(right, target) == 200
-    finally:
-        for phone in [*phones, right, office]:
-            phone.close()
 
 
 async def status(phone: UdpPhone, target: tuple[str, int]) -> int | None:
@@ -153,8 +151,7 @@ async def status(phone: UdpPhone, target: tuple[str, int]) -> int | None:
 
 async def test_a_flood_gets_its_burst_answered_then_silence(core: SipCore) -> None:
     target = core.endpoint.local("UDP")
-    flood = UdpPhone("4001", PASSWORD, domain=DOMAIN, host="127.0.0.3")
-    try:
+    with UdpPhone("4001", PASSWORD, domain=DOMAIN, host="127.0.0.3") as flood:
 
         def send_and_count() -> tuple[int, float]:
             started = time.monotonic()
@@ -180,5 +177,3 @@ async def test_a_flood_gets_its_burst_answered_then_silence(core: SipCore) -> No
         # The burst (twice 50/s) and at most what refilled while it lasted; then the ban.
         assert 95 <= answers <= 100 + 50 * sending + 2
         assert core.guard.bans == 1 and core.guard.dropped >= 200
-    finally:
-        flood.close()

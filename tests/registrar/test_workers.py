@@ -226,8 +226,7 @@ async def test_a_worker_answers_with_every_binding_of_the_aor_and_the_cores_chan
 ) -> None:
     box, _store = core
     target = box.endpoint.local("UDP")
-    desk, soft = new_phone("3001"), new_phone("3001")
-    try:
+    with new_phone("3001") as desk, new_phone("3001") as soft:
         assert (await ask(desk, target)).status == 200
         answer = await ask(soft, target)
         assert answer.status == 200
@@ -236,9 +235,6 @@ async def test_a_worker_answers_with_every_binding_of_the_aor_and_the_cores_chan
         assert box.registrar.bindings.remove("3001", desk.phone.contact)
         await asyncio.sleep(0.2)
         assert contacts_of(await ask(soft, target)) == [soft.phone.contact]
-    finally:
-        desk.close()
-        soft.close()
 
 
 async def test_a_killed_worker_is_replaced_and_gets_its_bindings_back(
@@ -247,8 +243,8 @@ async def test_a_killed_worker_is_replaced_and_gets_its_bindings_back(
     box, _store = core
     assert box.pool is not None
     target = box.endpoint.local("UDP")
-    phones = [new_phone(n) for n in ("3001", "3002", "3003", "3004")]
-    try:
+    with contextlib.ExitStack() as stack:
+        phones = [stack.enter_context(new_phone(n)) for n in ("3001", "3002", "3003", "3004")]
         for p in phones:
             assert (await ask(p, target)).status == 200
         victim = box.pool.pids()[0]
@@ -265,15 +261,9 @@ async def test_a_killed_worker_is_replaced_and_gets_its_bindings_back(
         )
         # The new worker got the core's bindings: a second phone sees the first one's.
         for p in phones:
-            other = new_phone(p.phone.number)
-            try:
+            with new_phone(p.phone.number) as other:
                 answer = await ask(other, target)
                 assert sorted(contacts_of(answer)) == sorted([p.phone.contact, other.phone.contact])
-            finally:
-                other.close()
-    finally:
-        for p in phones:
-            p.close()
 
 
 async def test_a_stopped_worker_is_found_silent_and_replaced(
@@ -296,11 +286,8 @@ async def test_a_stopped_worker_is_found_silent_and_replaced(
         with contextlib.suppress(ProcessLookupError):
             os.kill(frozen, signal.SIGCONT)
     for number in ("3001", "3002", "3003", "3004"):  # both shards answer
-        phone = new_phone(number)
-        try:
+        with new_phone(number) as phone:
             assert (await ask(phone, target)).status == 200
-        finally:
-            phone.close()
 
 
 async def test_a_password_change_reaches_the_workers(
@@ -309,17 +296,13 @@ async def test_a_password_change_reaches_the_workers(
     box, store = core
     assert box.pool is not None
     target = box.endpoint.local("UDP")
-    old, new = new_phone("3005"), new_phone("3005", "n3w-Password")
-    try:
+    with new_phone("3005") as old, new_phone("3005", "n3w-Password") as new:
         assert (await ask(old, target)).status == 200
         store.directory.set_password("3005", "n3w-Password", DOMAIN)
         box.pool.directory_changed()
         await asyncio.sleep(0.2)
         assert (await ask(new, target)).status == 200
         assert (await ask(old, target)).status == 403
-    finally:
-        old.close()
-        new.close()
 
 
 async def test_the_workers_snapshot_and_deleted_extensions(
@@ -334,8 +317,7 @@ async def test_the_workers_snapshot_and_deleted_extensions(
         Binding("3010", "sip:3010@127.0.0.9:5062", now + 600, "c", 1, "UDP", "127.0.0.9", 5062, now)
     )
     await asyncio.sleep(0.2)
-    phone = new_phone("3010")
-    try:
+    with new_phone("3010") as phone:
         answer = await ask(phone, target)
         assert sorted(contacts_of(answer)) == sorted(
             ["sip:3010@127.0.0.9:5062", phone.phone.contact]
@@ -345,5 +327,3 @@ async def test_the_workers_snapshot_and_deleted_extensions(
         box.pool.directory_changed(["3010"])
         await asyncio.sleep(0.2)
         assert (await ask(phone, target)).status in (403, 404)
-    finally:
-        phone.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Sequence
+from typing import Self
 
 from pbx.sip import Request, Response, parse
 from pbx.sip.auth import Challenge, DigestClient, parse_challenge
@@ -125,3 +126,9 @@ class UdpPhone:
 
     def close(self) -> None:
         self.sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
